@@ -1,0 +1,105 @@
+"""Settings: one object, loaded from a TOML file, ``LMOS_*`` variables and arguments.
+
+Precedence, lowest first: the defaults below, the TOML file (``LMOS_CONFIG`` or
+``$LMOS_HOME/config.toml``), environment variables named ``LMOS_<FIELD>`` (upper
+case), then keyword arguments.  Unknown keys are an error rather than silently
+ignored, because a misspelt setting that does nothing is worse than a crash at boot.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from lmos.errors import Errno, SyscallError
+
+Policy = Literal["fifo", "rr", "priority", "fair"]
+KVPolicy = Literal["adaptive", "keep", "swap", "drop"]
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every tunable of a kernel instance."""
+
+    # storage
+    state_dir: str = ""  # "" = $LMOS_HOME or ~/.lmos; ":memory:" keeps nothing
+    # scheduling
+    policy: Policy = "fair"
+    quantum_tokens: int = 16  # round-robin quantum
+    aging_per_second: float = 4.0  # priority boost per second spent waiting
+    max_procs: int = 4096  # live (not yet reaped) processes in the table
+    max_procs_per_uid: int = 2048
+    max_queue: int = 4096  # pending generation requests per driver
+    max_children: int = 1024  # per process
+    # driver defaults (a driver may clamp these)
+    device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto"
+    dtype: str = "auto"  # "auto" = fp32 on CPU, the checkpoint's dtype on CUDA
+    block_size: int = 16
+    kv_memory: str = "0.5"  # bytes ("512MiB") or a fraction of free device memory
+    max_seqs: int = 64
+    max_tokens_per_step: int = 2048
+    kv_policy: KVPolicy = "adaptive"
+    # tracing
+    trace_per_process: int = 256  # syscall trace entries kept in memory per process
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("LMOS_HOME") or Path.home() / ".lmos")
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    fields = set(Config.__struct_fields__)
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith("LMOS_") or key in ("LMOS_HOME", "LMOS_CONFIG"):
+            continue
+        name = key[5:].lower()
+        if name in fields:
+            out[name] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Build a :class:`Config`; raises ``SyscallError(EINVAL)`` on a bad setting."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    file = Path(path) if path else None
+    if file is None and env.get("LMOS_CONFIG"):
+        file = Path(env["LMOS_CONFIG"])
+    if file is None:
+        candidate = Path(env.get("LMOS_HOME") or default_home()) / "config.toml"
+        file = candidate if candidate.is_file() else None
+    if file is not None:
+        try:
+            merged.update(tomllib.loads(file.read_text()).get("lmos", {}))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SyscallError(Errno.EINVAL, f"config file {file}: {exc}") from None
+    merged.update(_from_env(env))
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(merged, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SyscallError(Errno.EINVAL, f"bad setting: {exc}") from None
+
+
+def parse_bytes(text: str) -> int:
+    """'512MiB' / '2GB' / '1048576' -> bytes."""
+    units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
+             "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30}
+    s = text.strip().lower()
+    num = s.rstrip("abgikm")
+    unit = s[len(num):]
+    if unit not in units:
+        raise SyscallError(Errno.EINVAL, f"bad size {text!r}")
+    try:
+        return int(float(num) * units[unit])
+    except ValueError:
+        raise SyscallError(Errno.EINVAL, f"bad size {text!r}") from None

@@ -1,0 +1,1 @@
+"""Model drivers: the contract (base), the scripted driver and the transformers driver."""

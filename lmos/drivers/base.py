@@ -1,0 +1,181 @@
+"""The driver contract: what the kernel may ask of a model backend.
+
+A driver owns one model and its KV cache.  The kernel owns *when* things run:
+it decides, every tick, which sequences take part in the next forward pass and
+how many of their pending tokens each one computes, and it decides what happens
+to the KV of a preempted or blocked sequence (keep, swap to host, or drop and
+recompute).  The driver owns *how*: block tables, prefix sharing, sampling.
+
+Vocabulary
+----------
+sequence
+    One process's context as token ids.  Its first ``length - pending`` tokens
+    have KV in the cache ("computed"); the last ``pending`` tokens do not yet.
+step
+    One forward pass over a :class:`StepPlan`.  Each :class:`StepItem` computes
+    ``num_tokens`` of that sequence's pending tokens (a decode computes 1; a
+    chunk of a prefill computes several).  When an item consumes the last
+    pending token and ``sample`` is set, the driver samples the next token,
+    appends it to the sequence (it becomes the one pending token that the next
+    decode computes) and reports it; otherwise it reports ``None``.
+
+All methods except :meth:`Driver.step` are cheap bookkeeping and are called on
+the event loop; ``step`` may take milliseconds to seconds and is called in a
+worker thread.  The kernel serialises every call into one driver, so a driver
+needs no locking of its own.  Errors are raised as
+:class:`lmos.errors.SyscallError` (``ENOMEM`` when blocks run out, ``E2BIG``
+when a sequence would exceed the model window, ``ENOENT`` for an unknown
+sequence, ``EINVAL`` for a bad argument).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+
+class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
+    """How to choose the next token.  ``temperature == 0`` means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k filter
+    repetition_penalty: float = 1.0
+    seed: int | None = None  # a seeded sequence is reproducible whatever else is batched
+
+
+class DriverLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What one step can hold; the scheduler never plans beyond these."""
+
+    max_seqs: int  # sequences per step
+    max_tokens: int  # tokens computed per step (decodes + prefill chunks)
+    num_blocks: int  # KV blocks in the device pool
+    block_size: int  # tokens per KV block
+    max_model_len: int  # the model window: longest sequence the model accepts
+
+
+class StepItem(msgspec.Struct, frozen=True):
+    """Compute ``num_tokens`` pending tokens of ``seq_id``; maybe sample."""
+
+    seq_id: int
+    num_tokens: int
+    sample: bool = True
+
+
+class StepPlan(msgspec.Struct, kw_only=True):
+    """One forward pass plus the KV moves the kernel decided before it.
+
+    The driver applies ``drop``, then ``swap_out``, then ``swap_in``, then runs
+    ``items``.  Any list may be empty (a plan of moves alone is valid).
+    """
+
+    items: list[StepItem] = msgspec.field(default_factory=list)
+    swap_out: list[int] = msgspec.field(default_factory=list)
+    swap_in: list[int] = msgspec.field(default_factory=list)
+    drop: list[int] = msgspec.field(default_factory=list)
+
+
+class KVLocation(enum.Enum):
+    DEVICE = "device"  # blocks in the device pool
+    HOST = "host"  # swapped out: host copies of the blocks
+    NONE = "none"  # nothing cached; every token must be recomputed
+
+
+class KVCost(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-sequence KV report the kernel uses to choose keep / swap / drop."""
+
+    location: KVLocation
+    blocks: int  # device blocks this sequence references
+    exclusive_blocks: int  # of those, blocks only it holds (freed if it lets go)
+    swap_bytes: int  # bytes copied by a swap out (and again by a swap in)
+    recompute_tokens: int  # tokens to prefill again if the KV is dropped
+    swap_seconds: float  # estimated time to swap out and back in
+    recompute_seconds: float  # estimated time to recompute after a drop
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """Text <-> token ids.  Drivers without a tokenizer set ``tokenizer = None``."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, token_ids: list[int]) -> str: ...
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """A model backend.  See the module docstring for the semantics."""
+
+    name: str
+    limits: DriverLimits
+    tokenizer: Tokenizer | None
+    eos_token_ids: tuple[int, ...]
+
+    def default_sampling(self) -> SamplingParams:
+        """Sampling defaults (from the model's generation config, if any)."""
+        ...
+
+    def add(self, seq_id: int, token_ids: list[int], sampling: SamplingParams) -> None:
+        """Admit a new sequence; its tokens are pending until steps compute them.
+
+        Prefix caching may make some of them computed at once, so callers read
+        :meth:`pending` afterwards instead of assuming ``len(token_ids)``.
+        """
+        ...
+
+    def set_sampling(self, seq_id: int, sampling: SamplingParams) -> None: ...
+
+    def append(self, seq_id: int, token_ids: list[int]) -> None:
+        """Add tokens (a prompt, a tool result) to the end; they become pending."""
+        ...
+
+    def truncate(self, seq_id: int, length: int) -> None:
+        """Keep the first ``length`` tokens; KV after that point is invalidated."""
+        ...
+
+    def fork(self, seq_id: int, child_id: int) -> None:
+        """Create ``child_id`` sharing the parent's tokens and KV (copy on write)."""
+        ...
+
+    def tokens(self, seq_id: int) -> list[int]:
+        """The sequence's tokens (a copy)."""
+        ...
+
+    def length(self, seq_id: int) -> int: ...
+
+    def pending(self, seq_id: int) -> int:
+        """Tokens at the end of the sequence that have no KV yet."""
+        ...
+
+    def kv_needed(self, seq_id: int, num_tokens: int) -> int:
+        """Free device blocks required to compute ``num_tokens`` more pending
+        tokens (including a swap-in if the sequence is on the host)."""
+        ...
+
+    def kv_free(self) -> int:
+        """Free blocks in the device pool now."""
+        ...
+
+    def step(self, plan: StepPlan) -> dict[int, int | None]:
+        """Run one forward pass; map each planned seq_id to its new token or None."""
+        ...
+
+    def free(self, seq_id: int) -> None:
+        """Forget the sequence and release its blocks.  Unknown ids are ignored."""
+        ...
+
+    def swap_out(self, seq_id: int) -> None: ...
+
+    def swap_in(self, seq_id: int) -> None: ...
+
+    def drop(self, seq_id: int) -> None:
+        """Free the sequence's KV but keep its tokens (they become pending)."""
+        ...
+
+    def cost(self, seq_id: int) -> KVCost: ...
+
+    def close(self) -> None:
+        """Release the model and pools.  Idempotent."""
+        ...

@@ -1,0 +1,1 @@
+"""The kernel core: processes, scheduler, KV policy, IPC, events, journal."""

@@ -1,0 +1,203 @@
+"""SQLite persistence of kernel state: one database per state directory.
+
+Why one writer connection guarded by a lock: SQLite allows one writer at a
+time anyway, and a single connection with WAL gives readers on the same
+connection a consistent view.  Two kinds of writes:
+
+- ``await journal.write(...)``: durable — it returns after COMMIT (with
+  ``synchronous=FULL``), so an acknowledged write survives a crash.
+- ``journal.post(...)``: best effort, batched — audit records and process
+  state rows are queued and committed together every few milliseconds, so a
+  thousand short processes do not cost a thousand fsyncs.
+
+The state directory is held with an exclusive ``flock`` so two kernels never
+share it, and the schema carries a version (``PRAGMA user_version``) upgraded by
+the ordered migrations below.  Pids are allocated from a persisted counter in
+chunks, so pids never repeat across restarts of one state directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from lmos.errors import Errno, SyscallError
+
+T = TypeVar("T")
+
+# Each entry upgrades the schema by one version.  Later issues append entries;
+# existing ones never change, so old state directories migrate forward.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE processes (
+        pid INTEGER PRIMARY KEY, ppid INTEGER, uid INTEGER, app TEXT, argv TEXT, model TEXT,
+        state TEXT, exit_status INTEGER, error TEXT, created REAL, ended REAL);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL, pid INTEGER, uid INTEGER, name TEXT,
+        cap TEXT, decision TEXT, errno INTEGER, duration_us INTEGER, digest TEXT);
+    CREATE INDEX audit_pid ON audit(pid);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+PID_CHUNK = 1000
+FIRST_PID = 2  # pid 1 is init (the host side of the embedding API)
+
+
+class Journal:
+    """The kernel's database.  Use :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, conn: sqlite3.Connection, lock_fd: int | None, path: str) -> None:
+        self.conn = conn
+        self.path = path
+        self._lock_fd = lock_fd
+        self._mutex = threading.Lock()
+        self._queue: list[tuple[str, Sequence[Any]]] = []
+        self._next_pid = 0
+        self._pid_limit = 0
+        self.closed = False
+
+    # -- opening -----------------------------------------------------------
+    @classmethod
+    def open(cls, state_dir: str) -> Journal:
+        lock_fd: int | None = None
+        if state_dir == ":memory:":
+            path = ":memory:"
+        else:
+            d = Path(state_dir).expanduser()
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                lock_fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise SyscallError(Errno.EACCES, f"state directory {d}: {exc.strerror}") from None
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                raise SyscallError(Errno.EBUSY, f"state directory {d} is in use by another kernel") from None
+            path = str(d / "lmos.db")
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        j = cls(conn, lock_fd, path)
+        try:
+            j._setup()
+        except BaseException:
+            j.close()
+            raise
+        return j
+
+    def _setup(self) -> None:
+        c = self.conn
+        if self.path != ":memory:":
+            c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=FULL")
+        c.execute("PRAGMA foreign_keys=ON")
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SyscallError(Errno.EINVAL, f"state directory schema v{version} is newer than "
+                               f"this lmos (v{SCHEMA_VERSION})")
+        for v in range(version, SCHEMA_VERSION):
+            c.execute("BEGIN")
+            for stmt in _statements(MIGRATIONS[v]):
+                c.execute(stmt)
+            c.execute(f"PRAGMA user_version={v + 1}")
+            c.execute("COMMIT")
+        row = c.execute("SELECT value FROM meta WHERE key='next_pid'").fetchone()
+        self._next_pid = int(row[0]) if row else FIRST_PID
+        self._pid_limit = self._next_pid
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- pids --------------------------------------------------------------
+    def alloc_pid(self) -> int:
+        """A pid never handed out before in this state directory."""
+        if self._next_pid >= self._pid_limit:
+            self._pid_limit = self._next_pid + PID_CHUNK
+            with self._mutex:
+                self.conn.execute("INSERT INTO meta(key, value) VALUES('next_pid', ?) "
+                                  "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                                  (str(self._pid_limit),))
+        pid = self._next_pid
+        self._next_pid += 1
+        return pid
+
+    # -- writing -----------------------------------------------------------
+    def post(self, sql: str, params: Sequence[Any]) -> None:
+        """Queue a best-effort write; committed by the next :meth:`flush`."""
+        if not self.closed:
+            self._queue.append((sql, params))
+
+    def flush_sync(self) -> None:
+        if not self._queue or self.closed:
+            return
+        batch, self._queue = self._queue, []
+        with self._mutex:
+            c = self.conn
+            c.execute("BEGIN")
+            try:
+                for sql, params in batch:
+                    c.execute(sql, params)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    async def flush(self) -> None:
+        if self._queue:
+            await anyio.to_thread.run_sync(self.flush_sync)
+
+    def transaction_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside one committed transaction (blocking)."""
+        if self.closed:
+            raise SyscallError(Errno.EIO, "journal is closed")
+        with self._mutex:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(c)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return out
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Durable write: returns once committed.  Runs off the event loop."""
+        return await anyio.to_thread.run_sync(self.transaction_sync, fn)
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            return list(self.conn.execute(sql, tuple(params)).fetchall())
+
+    async def aquery(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return await anyio.to_thread.run_sync(self.query, sql, params)
+
+    async def run_flusher(self, interval: float = 0.05) -> None:
+        """Background task: commit queued writes every ``interval`` seconds."""
+        while True:
+            await anyio.sleep(interval)
+            await self.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.flush_sync()
+        finally:
+            self.closed = True
+            self.conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

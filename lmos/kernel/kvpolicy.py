@@ -1,0 +1,164 @@
+"""Where a sequence's KV lives while it is not computing: keep, swap or drop.
+
+Two moments need a choice.  When a process BLOCKS in a syscall (a tool, IPC,
+sleep) its KV sits idle; and when the next step does not fit in the free blocks,
+some sequence outside the step must give its blocks up.  Keeping costs device
+memory for as long as the process waits; swapping costs two copies over the
+host link; dropping costs a recompute (a prefill of every token) on return.
+
+The adaptive rule follows the InferCept idea: estimate how long the syscall
+will take from what calls of that name took before (an exponential moving
+average per syscall name), and compare the memory the process would pin for
+that time against the cheaper of the two moves.  With no pressure on the pool
+nothing is moved at all, because idle memory that nobody wants costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from lmos.drivers.base import Driver, KVLocation, StepPlan
+from lmos.kernel.process import Process
+
+Mode = Literal["adaptive", "keep", "swap", "drop"]
+Move = Literal["swap", "drop"]
+
+
+class KVAdvisor:
+    """Tracks each sequence's KV location and decides moves for one driver."""
+
+    def __init__(self, driver: Driver, mode: Mode = "adaptive", *, pressure: float = 0.25,
+                 prior_seconds: float = 0.05, alpha: float = 0.3) -> None:
+        self.driver = driver
+        self.mode: Mode = mode
+        self.pressure = pressure  # below this fraction of free blocks the pool is "under pressure"
+        self.prior = prior_seconds
+        self.alpha = alpha
+        self.expected: dict[str, float] = {}  # syscall name -> EMA of its blocking time
+        self.loc: dict[int, str] = {}  # pid -> "device" | "host" | "none"
+        self.blocked: dict[int, str] = {}  # pid -> syscall it is blocked in
+        self._moves: dict[int, Move] = {}
+        self.counts = {"keep": 0, "swap": 0, "drop": 0, "evict_swap": 0, "evict_drop": 0}
+
+    # -- bookkeeping -------------------------------------------------------
+    def track(self, pid: int) -> None:
+        self.loc[pid] = "device"
+
+    def forget(self, pid: int) -> None:
+        self.loc.pop(pid, None)
+        self.blocked.pop(pid, None)
+        self._moves.pop(pid, None)
+
+    def location(self, pid: int) -> str:
+        return self.loc.get(pid, "device")
+
+    def mark(self, pid: int, where: str) -> None:
+        if pid in self.loc:
+            self.loc[pid] = where
+
+    def has_moves(self) -> bool:
+        return bool(self._moves)
+
+    def cancel_move(self, pid: int) -> None:
+        self._moves.pop(pid, None)
+
+    def expect(self, name: str) -> float:
+        return self.expected.get(name, self.prior)
+
+    # -- blocking ----------------------------------------------------------
+    def on_block(self, pid: int, name: str) -> None:
+        """Decide what to do with ``pid``'s KV while it waits in syscall ``name``."""
+        if pid not in self.loc or self.loc[pid] != "device":
+            return
+        self.blocked[pid] = name
+        move = self._choose(pid, self.expect(name), blocked=True)
+        if move is None:
+            self.counts["keep"] += 1
+        else:
+            self._moves[pid] = move
+            self.counts[move] += 1
+
+    def on_unblock(self, pid: int, name: str, seconds: float) -> None:
+        self.blocked.pop(pid, None)
+        self._moves.pop(pid, None)  # not applied yet: the process is back, keep it
+        old = self.expected.get(name)
+        self.expected[name] = seconds if old is None else old + self.alpha * (seconds - old)
+
+    def _choose(self, pid: int, seconds: float, *, blocked: bool) -> Move | None:
+        if self.mode == "swap":
+            return "swap"
+        if self.mode == "drop":
+            return "drop"
+        if self.mode == "keep" and blocked:
+            return None
+        drv = self.driver
+        c = drv.cost(pid)
+        if c.location is not KVLocation.DEVICE or c.exclusive_blocks == 0:
+            return None
+        if blocked:
+            total = max(1, drv.limits.num_blocks)
+            if drv.kv_free() / total >= self.pressure:
+                return None  # nobody is short of memory: keeping is free
+            if seconds < min(c.swap_seconds, c.recompute_seconds):
+                return None  # back before a move would pay for itself
+        return "swap" if c.swap_seconds <= c.recompute_seconds else "drop"
+
+    # -- applying moves inside a plan -------------------------------------
+    def fill_moves(self, plan: StepPlan) -> None:
+        self._freed = 0
+        for pid, move in self._moves.items():
+            if self.loc.get(pid) != "device":
+                continue
+            self._freed += self.driver.cost(pid).exclusive_blocks
+            self._put(plan, pid, move)
+        self._moves.clear()
+
+    def freed_by(self, plan: StepPlan) -> int:
+        return self._freed
+
+    def _put(self, plan: StepPlan, pid: int, move: Move) -> None:
+        if move == "swap":
+            plan.swap_out.append(pid)
+            self.loc[pid] = "host"
+        else:
+            plan.drop.append(pid)
+            self.loc[pid] = "none"
+
+    def make_room(self, need: int, plan: StepPlan, chosen: set[int], later: Sequence[Process],
+                  runnable: dict[int, Process]) -> int:
+        """Free at least ``need`` blocks from sequences outside this step.
+
+        Victims, in order: sequences of processes that are not runnable (blocked
+        or idle), then runnable ones the policy ranked last.  Victims join
+        ``chosen`` so the planner does not schedule them in the same step.
+        """
+        freed = 0
+        victims: list[int] = [pid for pid, where in self.loc.items()
+                              if where == "device" and pid not in runnable and pid not in chosen]
+        if self.mode == "keep":
+            victims = [pid for pid in victims if pid not in self.blocked]
+        victims.sort(key=lambda pid: -self.expect(self.blocked.get(pid, "")))
+        victims += [p.pid for p in reversed(later) if self.loc.get(p.pid) == "device"]
+        for pid in victims:
+            if freed >= need:
+                break
+            c = self.driver.cost(pid)
+            if c.exclusive_blocks == 0:
+                continue
+            move: Move
+            if self.mode in ("swap", "drop"):
+                move = self.mode  # type: ignore[assignment]
+            else:
+                move = "swap" if c.swap_seconds <= c.recompute_seconds else "drop"
+            self._put(plan, pid, move)
+            self.counts["evict_" + move] += 1
+            chosen.add(pid)
+            freed += c.exclusive_blocks
+        return freed
+
+    def applied(self, plan: StepPlan) -> None:
+        """Hook after the driver ran ``plan`` (locations were updated when planned)."""
+
+    def held(self, pids: Iterable[int]) -> int:
+        return sum(1 for p in pids if self.loc.get(p) == "device")

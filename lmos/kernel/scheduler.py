@@ -1,0 +1,238 @@
+"""One scheduler loop per driver: every tick, one batched forward step.
+
+Each tick the policy orders the runnable processes; the scheduler fills a
+:class:`StepPlan` in that order while the driver's limits allow (sequences,
+tokens, free KV blocks), chunking long prefills so a newcomer cannot stall the
+running decodes, and runs the step in a worker thread so the event loop keeps
+serving syscalls.  A program waiting on ``llm_generate`` is woken once, when
+its request completes; per-token events are produced only for processes that
+somebody streams.
+
+Memory pressure is resolved here too: when the next candidate does not fit in
+the free blocks, sequences that are not in this step give theirs up, BLOCKED
+ones first, by swap or drop according to :mod:`lmos.kernel.kvpolicy`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+
+from lmos.drivers.base import Driver, StepItem, StepPlan
+from lmos.errors import Errno, SyscallError
+from lmos.kernel.kvpolicy import KVAdvisor
+from lmos.kernel.policies import Policy
+from lmos.kernel.process import Process, State
+
+if TYPE_CHECKING:
+    from lmos.kernel.request import GenRequest
+
+TokenHook = Callable[[Process, "GenRequest", int, int], None]
+
+
+class Scheduler:
+    """Owns one driver: its run queue, its lock and its step loop."""
+
+    def __init__(self, name: str, driver: Driver, policy: Policy, advisor: KVAdvisor,
+                 *, threaded: bool = True) -> None:
+        self.name = name
+        self.driver = driver
+        self.policy = policy
+        self.kv = advisor
+        self.threaded = threaded  # run step() in a worker thread (False only for trivial drivers)
+        self.lock = anyio.Lock()  # serialises every call into the driver
+        self.runnable: dict[int, Process] = {}
+        self.running: set[int] = set()
+        self.on_token: TokenHook | None = None  # set by the kernel when someone streams
+        self.streamed: set[int] = set()
+        self._wakeup = anyio.Event()
+        # statistics
+        self.steps = 0
+        self.step_seconds = 0.0  # inside driver.step
+        self.tick_seconds = 0.0  # whole ticks, scheduling included
+        self.tokens = 0
+
+    # -- run queue ---------------------------------------------------------
+    def submit(self, proc: Process) -> None:
+        """Make ``proc`` (which has a request) runnable."""
+        self.kv.cancel_move(proc.pid)
+        self.policy.admit(proc, time.monotonic())
+        self.runnable[proc.pid] = proc
+        if proc.state is not State.STOPPED:
+            proc.set_state(State.READY)
+        self.kick()
+
+    def withdraw(self, proc: Process) -> None:
+        self.runnable.pop(proc.pid, None)
+        self.running.discard(proc.pid)
+
+    def kick(self) -> None:
+        self._wakeup.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self.runnable)
+
+    # -- the loop ----------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            if not self._has_work():
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                continue
+            t0 = time.perf_counter()
+            async with self.lock:
+                plan, picked = self._plan()
+                if not plan.items and not (plan.swap_out or plan.drop or plan.swap_in):
+                    stalled = True
+                else:
+                    stalled = False
+                    t1 = time.perf_counter()
+                    if self.threaded:
+                        results = await anyio.to_thread.run_sync(self.driver.step, plan)
+                    else:
+                        results = self.driver.step(plan)
+                    self.step_seconds += time.perf_counter() - t1
+                    self.kv.applied(plan)
+            if stalled:
+                # Nothing fits (all stopped, or KV exhausted by pinned sequences):
+                # wait until something changes instead of spinning.
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+                continue
+            self._apply(plan, picked, results)
+            self.steps += 1
+            self.tick_seconds += time.perf_counter() - t0
+            await anyio.lowlevel.checkpoint()  # let woken programs queue their next request
+
+    def _has_work(self) -> bool:
+        return bool(self.runnable) or self.kv.has_moves()
+
+    # -- planning ----------------------------------------------------------
+    def _plan(self) -> tuple[StepPlan, list[Process]]:
+        drv = self.driver
+        lim = drv.limits
+        now = time.monotonic()
+        cands = [p for p in self.runnable.values() if p.state is not State.STOPPED]
+        ordered = self.policy.order(cands, now) if len(cands) > 1 else cands
+        plan = StepPlan()
+        self.kv.fill_moves(plan)
+        free = drv.kv_free() + self.kv.freed_by(plan)
+        slots, budget = lim.max_seqs, lim.max_tokens
+        picked: list[Process] = []
+        chosen: set[int] = set()
+        for i, p in enumerate(ordered):
+            if slots <= 0 or budget <= 0:
+                break
+            pid = p.pid
+            if pid in chosen:
+                continue  # made a victim to fit an earlier candidate
+            pend = drv.pending(pid)
+            if pend <= 0:
+                continue
+            n = pend if pend <= budget else budget
+            need = drv.kv_needed(pid, n)
+            if need > free:
+                free += self.kv.make_room(need - free, plan, chosen, ordered[i + 1:], self.runnable)
+            if need > free and n > 1:
+                n = self._fit(pid, n, free)
+                need = drv.kv_needed(pid, n) if n else 0
+            if n <= 0 or need > free:
+                continue
+            if self.kv.location(pid) == "host":
+                plan.swap_in.append(pid)
+                self.kv.mark(pid, "device")
+            free -= need
+            budget -= n
+            slots -= 1
+            plan.items.append(StepItem(pid, n, n == pend))
+            picked.append(p)
+            chosen.add(pid)
+        return plan, picked
+
+    def _fit(self, pid: int, n: int, free: int) -> int:
+        """Largest chunk of ``n`` pending tokens whose blocks fit in ``free``."""
+        lo, hi = 0, n
+        drv = self.driver
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if drv.kv_needed(pid, mid) <= free:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    # -- results -----------------------------------------------------------
+    def _apply(self, plan: StepPlan, picked: list[Process], results: dict[int, int | None]) -> None:
+        now = time.monotonic()
+        account = self.policy.account
+        hook = self.on_token
+        streamed = self.streamed
+        new_running: set[int] = set()
+        computed = 0
+        for item, p in zip(plan.items, picked, strict=True):
+            computed += item.num_tokens
+            account(p, item.num_tokens)
+            req = p.request
+            if req is None or p.pid not in self.runnable:
+                continue  # killed or interrupted while the step ran
+            tok = results.get(p.pid)
+            if tok is None:
+                new_running.add(p.pid)
+                continue
+            p.stats.generated_tokens += 1
+            before = len(req.decoded)
+            done = req.push(tok)
+            if hook is not None and p.pid in streamed:
+                hook(p, req, tok, before)
+            if not done and p.token_quota is not None and p.stats.generated_tokens >= p.token_quota:
+                req.finish_reason = "quota"
+                done = True
+            if done:
+                self._complete(p, req, now)
+            else:
+                new_running.add(p.pid)
+        self.tokens += computed
+        for pid in self.running - new_running:
+            q = self.runnable.get(pid)
+            if q is not None and q.state is State.RUNNING:
+                q.set_state(State.READY, now)
+        for pid in new_running:
+            q = self.runnable[pid]
+            if q.state is State.READY:
+                q.set_state(State.RUNNING, now)
+        self.running = new_running
+
+    def _complete(self, p: Process, req: GenRequest, now: float) -> None:
+        self.runnable.pop(p.pid, None)
+        p.request = None
+        if p.state is not State.STOPPED:
+            p.set_state(State.RUNNING, now)  # back in its own program code
+        else:
+            p.stopped_from = State.RUNNING
+        req.done.set()
+
+    def fail(self, p: Process, err: SyscallError) -> None:
+        req = p.request
+        self.withdraw(p)
+        p.request = None
+        if req is not None:
+            req.fail(err)
+
+    def stats(self) -> dict[str, float]:
+        steps = max(1, self.steps)
+        return {
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "step_us": 1e6 * self.step_seconds / steps,
+            "overhead_us": 1e6 * (self.tick_seconds - self.step_seconds) / steps,
+            "runnable": len(self.runnable),
+        }
+
+
+def no_driver(name: str) -> SyscallError:
+    return SyscallError(Errno.ENOENT, f"no such model: {name}")

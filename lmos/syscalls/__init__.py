@@ -1,0 +1,1 @@
+"""The syscall layer: typed requests, the table, capability checks, audit."""

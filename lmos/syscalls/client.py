@@ -1,0 +1,78 @@
+"""``Sys``: how a program makes syscalls.
+
+A program receives a ``Sys`` bound to its pid.  Every method is a thin typed
+wrapper over :meth:`Syscalls.call`, so programs get return types and errors as
+:class:`lmos.errors.SyscallError`, while the kernel still sees one dispatch path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lmos.syscalls.types import GenerateReply, PidInfo, ProcInfo, TimeReply, TraceEntry, WaitReply
+
+if TYPE_CHECKING:
+    from lmos.syscalls.table import Syscalls
+
+
+class Sys:
+    def __init__(self, table: Syscalls, pid: int) -> None:
+        self._table = table
+        self.pid = pid
+
+    async def call(self, name: str | int, **args: Any) -> Any:
+        """Any syscall by name or number, with keyword arguments."""
+        return await self._table.call(self.pid, name, args)
+
+    async def llm_generate(self, prompt: str | None = None, **args: Any) -> GenerateReply:
+        if prompt is not None:
+            args["prompt"] = prompt
+        r: GenerateReply = await self.call("llm_generate", **args)
+        return r
+
+    async def getpid(self) -> PidInfo:
+        r: PidInfo = await self.call("getpid")
+        return r
+
+    async def exit(self, status: int = 0, result: Any = None) -> None:
+        await self.call("exit", status=status, result=result)
+
+    async def spawn(self, app: str, argv: list[str] | None = None, **args: Any) -> int:
+        r = await self.call("spawn", app=app, argv=list(argv or []), **args)
+        return int(r.pid)
+
+    async def wait(self, pid: int | None = None, timeout: float | None = None) -> WaitReply:
+        r: WaitReply = await self.call("wait", pid=pid, timeout=timeout)
+        return r
+
+    async def kill(self, pid: int, signal: str | int = "TERM") -> None:
+        await self.call("kill", pid=pid, signal=signal)
+
+    async def ps(self) -> list[ProcInfo]:
+        r = await self.call("ps")
+        return list(r.procs)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.call("sleep", seconds=seconds)
+
+    async def time(self) -> TimeReply:
+        r: TimeReply = await self.call("time")
+        return r
+
+    async def trace(self, pid: int | None = None, limit: int = 100) -> list[TraceEntry]:
+        r = await self.call("trace", pid=pid, limit=limit)
+        return list(r.entries)
+
+    async def chan_open(self, name: str, capacity: int = 64) -> int:
+        r = await self.call("chan_open", name=name, capacity=capacity)
+        return int(r.chan)
+
+    async def send(self, chan: int, data: Any, timeout: float | None = None) -> None:
+        await self.call("send", chan=chan, data=data, timeout=timeout)
+
+    async def recv(self, chan: int, timeout: float | None = None) -> Any:
+        r = await self.call("recv", chan=chan, timeout=timeout)
+        return r.data
+
+    async def chan_close(self, chan: int) -> None:
+        await self.call("chan_close", chan=chan)

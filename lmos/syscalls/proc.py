@@ -1,0 +1,158 @@
+"""Process syscalls: getpid, exit, spawn, wait, kill, ps, sleep, time, trace."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from lmos.errors import Errno, SyscallError
+from lmos.kernel.kernel import INIT_PID, ProcessExit
+from lmos.kernel.process import Process, Signal
+from lmos.syscalls.caps import subset
+from lmos.syscalls.registry import syscall
+from lmos.syscalls.types import (
+    Empty,
+    Exit,
+    GetPid,
+    Kill,
+    PidInfo,
+    ProcInfo,
+    Ps,
+    PsReply,
+    Sleep,
+    Spawn,
+    SpawnReply,
+    Time,
+    TimeReply,
+    Trace,
+    TraceReply,
+    Usage,
+    Wait,
+    WaitReply,
+)
+
+if TYPE_CHECKING:
+    from lmos.syscalls.table import Ctx
+
+
+def usage(p: Process) -> Usage:
+    s = p.stats
+    return Usage(prompt_tokens=s.prompt_tokens, completion_tokens=s.generated_tokens, syscalls=s.syscalls,
+                 wall_seconds=s.wall, ready_seconds=s.time_ready, running_seconds=s.time_running,
+                 blocked_seconds=s.time_blocked)
+
+
+@syscall(0, "getpid", GetPid, PidInfo)
+async def sys_getpid(ctx: Ctx, req: GetPid) -> PidInfo:
+    """The caller's pid, parent pid and uid."""
+    p = ctx.proc
+    return PidInfo(pid=p.pid, ppid=p.ppid, uid=p.uid)
+
+
+@syscall(1, "exit", Exit, Empty)
+async def sys_exit(ctx: Ctx, req: Exit) -> Empty:
+    """End the calling process with ``status`` and an optional JSON ``result``."""
+    if ctx.proc.pid == INIT_PID:
+        raise SyscallError(Errno.EPERM, "init cannot exit")
+    raise ProcessExit(req.status, req.result)
+
+
+@syscall(2, "spawn", Spawn, SpawnReply, cap="spawn")
+async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
+    """Start app ``app`` as a child process; returns its pid.
+
+    The child's capabilities are ``caps`` or the app's own, and must all be
+    granted by the caller's (no escalation).  Only root may choose another uid.
+    """
+    parent = ctx.proc
+    spec = ctx.sys.programs.get(req.app)
+    caps = frozenset(req.caps) if req.caps is not None else spec.caps
+    missing = subset(caps, parent.caps)
+    if missing:
+        raise SyscallError(Errno.EPERM, f"cannot grant capabilities the caller lacks: {', '.join(sorted(missing))}")
+    uid = parent.uid
+    if req.uid is not None and req.uid != parent.uid:
+        if parent.uid != 0:
+            raise SyscallError(Errno.EPERM, "only root may spawn as another uid")
+        uid = req.uid
+    sys = ctx.sys
+    main = spec.main
+
+    async def entry(proc: Process) -> Any:
+        return await main(sys.client(proc.pid), proc.argv)
+
+    quota = req.token_quota if req.token_quota is not None else spec.token_quota
+    child = ctx.kernel.spawn(entry, parent=parent, app=spec.name, argv=list(req.argv),
+                             model=req.model or spec.model, uid=uid, caps=caps, priority=req.priority,
+                             weight=req.weight, token_quota=quota, max_children=spec.max_children)
+    return SpawnReply(pid=child.pid)
+
+
+@syscall(3, "wait", Wait, WaitReply, blocking=True)
+async def sys_wait(ctx: Ctx, req: Wait) -> WaitReply:
+    """Wait for a child (``pid`` or any) to end, reap it, return its status and usage."""
+    async with ctx.kernel.blocking(ctx.proc, "wait"):
+        child = await ctx.kernel.wait(ctx.proc, req.pid, req.timeout)
+    ctx.sys.forget(child.pid)
+    return WaitReply(pid=child.pid, state=child.state.value, exit_status=child.exit_status or 0,
+                     result=child.result, error=child.error, errno=child.errno, usage=usage(child))
+
+
+def parse_signal(value: str | int) -> Signal:
+    try:
+        if isinstance(value, int):
+            return Signal(value)
+        name = value.upper().removeprefix("SIG")
+        return Signal[name]
+    except (KeyError, ValueError):
+        raise SyscallError(Errno.EINVAL, f"unknown signal {value!r} (TERM, KILL, INT, STOP, CONT)") from None
+
+
+@syscall(4, "kill", Kill, Empty)
+async def sys_kill(ctx: Ctx, req: Kill) -> Empty:
+    """Send a signal (TERM, KILL, INT, STOP, CONT) to a process of the same uid (root: any)."""
+    sig = parse_signal(req.signal)
+    target = ctx.kernel.get(req.pid)
+    me = ctx.proc
+    if me.uid != 0 and target.uid != me.uid:
+        raise SyscallError(Errno.EPERM, f"process {req.pid} belongs to another user")
+    ctx.kernel.signal(req.pid, sig)
+    return Empty()
+
+
+@syscall(5, "ps", Ps, PsReply)
+async def sys_ps(ctx: Ctx, req: Ps) -> PsReply:
+    """The process table (zombies included), in pid order."""
+    out = [ProcInfo(pid=p.pid, ppid=p.ppid, uid=p.uid, app=p.app, argv=p.argv, model=p.model,
+                    state=p.state.value, priority=p.priority, weight=p.weight, exit_status=p.exit_status,
+                    blocked_on=p.blocked_on, usage=usage(p))
+           for p in sorted(ctx.kernel.live(), key=lambda q: q.pid)]
+    return PsReply(procs=out)
+
+
+@syscall(6, "sleep", Sleep, Empty, blocking=True)
+async def sys_sleep(ctx: Ctx, req: Sleep) -> Empty:
+    """Block for ``seconds`` (interruptible by SIGINT: EINTR)."""
+    async with ctx.kernel.blocking(ctx.proc, "sleep"):
+        await anyio.sleep(req.seconds)
+    return Empty()
+
+
+@syscall(7, "time", Time, TimeReply)
+async def sys_time(ctx: Ctx, req: Time) -> TimeReply:
+    """Wall-clock time (Unix seconds) and a monotonic clock."""
+    return TimeReply(wall=time.time(), monotonic=time.monotonic())
+
+
+@syscall(8, "trace", Trace, TraceReply)
+async def sys_trace(ctx: Ctx, req: Trace) -> TraceReply:
+    """The recent syscall trace of a process (own uid, or any for root)."""
+    pid = ctx.proc.pid if req.pid is None else req.pid
+    target = ctx.kernel.procs.get(pid)
+    if target is not None and ctx.proc.uid != 0 and target.uid != ctx.proc.uid:
+        raise SyscallError(Errno.EPERM, f"process {pid} belongs to another user")
+    if target is None and pid not in ctx.sys.traces:
+        raise SyscallError(Errno.ESRCH, f"no such process {pid}")
+    return TraceReply(entries=ctx.sys.trace(pid, req.limit))

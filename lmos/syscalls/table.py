@@ -1,0 +1,184 @@
+"""The one dispatch path: decode, check capability, run, trace, audit.
+
+Every syscall, whether made by a program in the kernel's process, by the
+embedding API (as init, pid 1), by sandboxed code over a worker's pipe, or by
+the HTTP API, goes through :meth:`Syscalls.dispatch`.  It never raises for a
+bad request: the result is ``Ok(value)`` or ``Err(errno, name, message)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from lmos.errors import Errno, SyscallError
+from lmos.kernel.kernel import KernelCore, ProcessExit
+from lmos.kernel.process import Process
+from lmos.syscalls import ipc, llm, proc  # noqa: F401  (registers the families)
+from lmos.syscalls.caps import grants
+from lmos.syscalls.registry import BY_NR, TABLE, SyscallDef
+from lmos.syscalls.types import Err, Ok, Req, Resp, Result, TraceEntry
+
+log = logging.getLogger("lmos.syscalls")
+
+Main = Callable[[Any, list[str]], Awaitable[Any]]  # (Sys, argv) -> result
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """What ``spawn`` needs to start an app: its entry and what it may do."""
+
+    name: str
+    main: Main
+    caps: frozenset[str] = frozenset({"llm"})
+    model: str | None = None
+    description: str = ""
+    token_quota: int | None = None
+    max_children: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProgramRegistry:
+    """Name -> app.  The facade registers built-in apps and Python callables."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, AppSpec] = {}
+
+    def register(self, spec: AppSpec) -> None:
+        self.apps[spec.name] = spec
+
+    def get(self, name: str) -> AppSpec:
+        spec = self.apps.get(name)
+        if spec is None:
+            raise SyscallError(Errno.ENOENT, f"no such app: {name}")
+        return spec
+
+    def unregister(self, name: str) -> None:
+        self.apps.pop(name, None)
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What a handler sees: the system, the kernel and the calling process."""
+
+    sys: Syscalls
+    kernel: KernelCore
+    proc: Process
+
+
+class Syscalls:
+    """The syscall layer of one kernel."""
+
+    def __init__(self, kernel: KernelCore, programs: ProgramRegistry | None = None,
+                 trace_len: int = 256) -> None:
+        self.kernel = kernel
+        self.programs = programs or ProgramRegistry()
+        self.trace_len = trace_len
+        self.traces: dict[int, deque[TraceEntry]] = {}
+        self.client_factory: Callable[[Syscalls, int], Any] | None = None
+
+    # -- dispatch ------------------------------------------------------------
+    def lookup(self, call: str | int) -> SyscallDef:
+        d = BY_NR.get(call) if isinstance(call, int) and not isinstance(call, bool) else TABLE.get(str(call))
+        if d is None:
+            raise SyscallError(Errno.ENOSYS, f"no such syscall: {call!r}")
+        return d
+
+    @staticmethod
+    def decode(d: SyscallDef, payload: Any) -> Req:
+        try:
+            if payload is None:
+                return d.req()
+            if isinstance(payload, d.req):
+                return payload
+            if isinstance(payload, bytes | bytearray | memoryview):
+                return msgspec.json.decode(payload, type=d.req)
+            return msgspec.convert(payload, d.req)
+        except msgspec.ValidationError as exc:
+            raise SyscallError(Errno.EINVAL, f"{d.name}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise SyscallError(Errno.EFAULT, f"{d.name}: undecodable payload: {exc}") from None
+        except TypeError as exc:
+            raise SyscallError(Errno.EINVAL, f"{d.name}: {exc}") from None
+
+    async def dispatch(self, pid: int, call: str | int, payload: Any = None) -> Result:
+        """Run one syscall for ``pid``; never raises except to end the caller (exit)."""
+        t0 = time.perf_counter()
+        name, digest, cap = str(call), "", None
+        p: Process | None = None
+        try:
+            d = self.lookup(call)
+            name = d.name
+            p = self.kernel.procs.get(pid)
+            if p is None or p.ended:
+                raise SyscallError(Errno.ESRCH, f"no such process {pid}")
+            p.stats.syscalls += 1
+            req = self.decode(d, payload)
+            digest = _digest(req)
+            cap = d.needed_cap(req)
+            if cap is not None and not grants(p.caps, cap):
+                raise SyscallError(Errno.EPERM, f"{name} needs capability {cap!r}")
+            value = await d.handler(Ctx(self, self.kernel, p), req)
+            result: Result = Ok(value)
+        except ProcessExit:
+            self._record(p, pid, name, digest, cap, 0, "", t0)
+            raise
+        except SyscallError as exc:
+            result = Err(int(exc.errno), exc.errno.name, exc.message)
+        except Exception as exc:  # a handler bug: report it, keep the kernel alive
+            log.exception("syscall %s failed", name)
+            result = Err(int(Errno.EIO), "EIO", f"{name}: internal error: {type(exc).__name__}: {exc}")
+        errno = result.errno if isinstance(result, Err) else 0
+        self._record(p, pid, name, digest, cap, errno, result.message if isinstance(result, Err) else "", t0)
+        return result
+
+    async def call(self, pid: int, call: str | int, payload: Any = None, /, **args: Any) -> Any:
+        """Dispatch and unwrap: return the response or raise :class:`SyscallError`."""
+        res = await self.dispatch(pid, call, args if payload is None and args else payload)
+        if isinstance(res, Err):
+            raise SyscallError(res.errno, res.message)
+        return res.value
+
+    # -- trace and audit -----------------------------------------------------
+    def _record(self, p: Process | None, pid: int, name: str, digest: str, cap: str | None,
+                errno: int, error: str, t0: float) -> None:
+        dur = int((time.perf_counter() - t0) * 1e6)
+        uid = p.uid if p is not None else -1
+        now = time.time()
+        entry = TraceEntry(ts=now, pid=pid, uid=uid, name=name, digest=digest, ok=errno == 0,
+                           errno=errno, error=error, duration_us=dur)
+        ring = self.traces.get(pid)
+        if ring is None:
+            ring = self.traces[pid] = deque(maxlen=self.trace_len)
+        ring.append(entry)
+        decision = "allow" if errno == 0 else ("deny" if errno == Errno.EPERM else "error")
+        self.kernel.journal.post(
+            "INSERT INTO audit(ts, pid, uid, name, cap, decision, errno, duration_us, digest) "
+            "VALUES(?,?,?,?,?,?,?,?,?)", (now, pid, uid, name, cap, decision, errno, dur, digest))
+
+    def trace(self, pid: int, limit: int = 100) -> list[TraceEntry]:
+        ring = self.traces.get(pid)
+        return list(ring)[-limit:] if ring else []
+
+    def forget(self, pid: int) -> None:
+        self.traces.pop(pid, None)
+
+    # -- programs --------------------------------------------------------------
+    def client(self, pid: int) -> Any:
+        """The object a program uses to make syscalls (``lmos.syscalls.client.Sys``)."""
+        if self.client_factory is None:
+            from lmos.syscalls.client import Sys
+
+            return Sys(self, pid)
+        return self.client_factory(self, pid)
+
+
+def _digest(req: Req | Resp) -> str:
+    return hashlib.blake2b(msgspec.json.encode(req), digest_size=6).hexdigest()

@@ -1,0 +1,215 @@
+"""Request and response types of every syscall (msgspec Structs).
+
+Requests forbid unknown fields and are validated strictly, so a malformed
+payload is rejected as EINVAL/EFAULT before any handler runs.  Responses are
+plain data: they cross into sandbox workers and the HTTP API as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+Pid = Annotated[int, Meta(ge=0, le=2**62)]
+Seconds = Annotated[float, Meta(ge=0.0, le=1e7)]
+Name = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class Req(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every request."""
+
+
+class Resp(msgspec.Struct, kw_only=True):
+    """Base of every response."""
+
+
+class Empty(Resp):
+    pass
+
+
+# -- process ---------------------------------------------------------------
+class GetPid(Req):
+    pass
+
+
+class PidInfo(Resp):
+    pid: int
+    ppid: int
+    uid: int
+
+
+class Exit(Req):
+    status: Annotated[int, Meta(ge=-255, le=255)] = 0
+    result: Any = None
+
+
+class Spawn(Req):
+    app: Name
+    argv: list[Annotated[str, Meta(max_length=1 << 20)]] = []
+    model: Name | None = None
+    priority: Annotated[int, Meta(ge=-20, le=19)] = 0
+    weight: Annotated[float, Meta(gt=0.0, le=1e6)] = 1.0
+    caps: list[str] | None = None  # a subset of the caller's; None = the app's
+    token_quota: Annotated[int, Meta(ge=1)] | None = None
+    uid: Annotated[int, Meta(ge=0)] | None = None  # only root may set another uid
+
+
+class SpawnReply(Resp):
+    pid: int
+
+
+class Wait(Req):
+    pid: Pid | None = None
+    timeout: Seconds | None = None
+
+
+class Usage(Resp):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    syscalls: int = 0
+    wall_seconds: float = 0.0
+    ready_seconds: float = 0.0
+    running_seconds: float = 0.0
+    blocked_seconds: float = 0.0
+
+
+class WaitReply(Resp):
+    pid: int
+    state: str
+    exit_status: int
+    result: Any = None
+    error: str | None = None
+    errno: int = 0  # set when a SyscallError ended the process
+    usage: Usage = msgspec.field(default_factory=Usage)
+
+
+class Kill(Req):
+    pid: Pid
+    signal: Annotated[str, Meta(max_length=16)] | int = "TERM"
+
+
+class Ps(Req):
+    pass
+
+
+class ProcInfo(Resp):
+    pid: int
+    ppid: int
+    uid: int
+    app: str
+    argv: list[str]
+    model: str
+    state: str
+    priority: int
+    weight: float
+    exit_status: int | None
+    blocked_on: str
+    usage: Usage
+
+
+class PsReply(Resp):
+    procs: list[ProcInfo]
+
+
+class Sleep(Req):
+    seconds: Seconds
+
+
+class Time(Req):
+    pass
+
+
+class TimeReply(Resp):
+    wall: float
+    monotonic: float
+
+
+class Trace(Req):
+    pid: Pid | None = None  # None = the caller
+    limit: Annotated[int, Meta(ge=1, le=100_000)] = 100
+
+
+class TraceEntry(Resp):
+    ts: float
+    pid: int
+    uid: int
+    name: str
+    digest: str
+    ok: bool
+    errno: int
+    error: str
+    duration_us: int
+
+
+class TraceReply(Resp):
+    entries: list[TraceEntry]
+
+
+# -- llm ---------------------------------------------------------------------
+class LlmGenerate(Req):
+    prompt: Annotated[str, Meta(max_length=1 << 24)] | None = None
+    token_ids: list[Annotated[int, Meta(ge=0)]] | None = None
+    reset: bool = False  # start a fresh context instead of continuing this process's
+    max_tokens: Annotated[int, Meta(ge=1, le=1 << 20)] = 256
+    stop: list[Annotated[str, Meta(min_length=1, max_length=256)]] = []
+    stop_token_ids: list[Annotated[int, Meta(ge=0)]] | None = None  # None = the model's EOS
+    temperature: Annotated[float, Meta(ge=0.0, le=100.0)] | None = None
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0.0, le=100.0)] | None = None
+    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+
+
+class GenerateReply(Resp):
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "eos" | "stop" | "length" | "quota"
+    stop: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    context_tokens: int = 0
+
+
+# -- ipc ---------------------------------------------------------------------
+class ChanOpen(Req):
+    name: Name
+    capacity: Annotated[int, Meta(ge=1, le=1 << 20)] = 64
+
+
+class ChanReply(Resp):
+    chan: int
+
+
+class Send(Req):
+    chan: Annotated[int, Meta(ge=0)]
+    data: Any = None
+    timeout: Seconds | None = None
+
+
+class Recv(Req):
+    chan: Annotated[int, Meta(ge=0)]
+    timeout: Seconds | None = None
+
+
+class RecvReply(Resp):
+    data: Any = None
+
+
+class ChanClose(Req):
+    chan: Annotated[int, Meta(ge=0)]
+
+
+# -- results -----------------------------------------------------------------
+class Ok(msgspec.Struct, tag="ok"):
+    value: Any
+
+
+class Err(msgspec.Struct, tag="err"):
+    errno: int
+    name: str
+    message: str
+
+
+Result = Ok | Err

@@ -1,0 +1,258 @@
+"""``lmos.Kernel``: boot, wire and embed the whole system.
+
+The facade is the host side of the system, acting as init (pid 1, uid 0).
+Everything it does goes through the same syscall dispatch as any program:
+``complete`` spawns a process running the ``llm.complete`` program and waits
+for it, so embedding users get scheduling, quotas, tracing and audit for free.
+
+    async with lmos.Kernel(model="path/to/model", policy="fair") as k:
+        r = await k.complete("Hello", max_tokens=32, temperature=0)
+        print(r.text, r.token_ids, r.pid, r.usage)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from lmos.config import Config, default_home, load_config
+from lmos.drivers.base import Driver
+from lmos.errors import Errno, SyscallError
+from lmos.kernel.events import Event
+from lmos.kernel.journal import Journal
+from lmos.kernel.kernel import INIT_PID, KernelCore
+from lmos.kernel.process import Signal
+from lmos.syscalls.client import Sys
+from lmos.syscalls.table import AppSpec, ProgramRegistry, Syscalls
+from lmos.syscalls.types import ProcInfo, Usage, WaitReply
+
+ModelArg = Driver | str | os.PathLike[str] | None
+Main = Callable[[Sys, list[str]], Awaitable[Any]]
+
+
+class Completion(msgspec.Struct, kw_only=True):
+    """What :meth:`Kernel.complete` returns."""
+
+    text: str
+    token_ids: list[int]  # generated ids; ends with EOS when generation stopped on it
+    finish_reason: str
+    pid: int
+    usage: Usage
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+async def _complete_main(sys: Sys, argv: list[str]) -> Any:
+    """The ``llm.complete`` program: one generation, returned as the exit result."""
+    args = json.loads(argv[0]) if argv else {}
+    r = await sys.llm_generate(**args)
+    return msgspec.to_builtins(r)
+
+
+def load_driver(model: ModelArg, config: Config) -> Driver:
+    """A Driver from a Driver, a local model directory, or None (the built-in model)."""
+    if model is not None and not isinstance(model, str | os.PathLike):
+        return model
+    if model is None:
+        from lmos.models import builtin_model_path  # type: ignore[import-not-found,unused-ignore]
+
+        path = Path(builtin_model_path())
+    else:
+        path = Path(model).expanduser()
+    if not path.is_dir():
+        raise SyscallError(Errno.ENOENT, f"no model directory at {path}")
+    from lmos.drivers.hf import HFDriver
+
+    return HFDriver.from_pretrained(str(path), device=config.device, dtype=config.dtype,
+                                    block_size=config.block_size, kv_memory=config.kv_memory,
+                                    max_seqs=config.max_seqs, max_tokens_per_step=config.max_tokens_per_step)
+
+
+class Kernel:
+    """The embedding API.  Use as ``async with Kernel(...) as k``."""
+
+    def __init__(self, model: ModelArg = None, *, policy: str | None = None, state_dir: str | None = None,
+                 config: Config | None = None, model_name: str = "default", **settings: Any) -> None:
+        if config is None:
+            config = load_config(policy=policy, state_dir=state_dir, **settings)
+        else:
+            config = msgspec.structs.replace(config, **{k: v for k, v in
+                                                         dict(policy=policy, state_dir=state_dir, **settings).items()
+                                                         if v is not None})
+        self.config = config
+        self._model = model
+        self._model_name = model_name
+        self._tg: TaskGroup | None = None
+        self._seq = itertools.count(1)
+        self.core: KernelCore | None = None
+        self.sys: Syscalls | None = None
+        self.programs = ProgramRegistry()
+        self.programs.register(AppSpec("llm.complete", _complete_main, frozenset({"llm"}),
+                                       description="one generation (Kernel.complete)"))
+
+    # -- lifecycle -------------------------------------------------------------
+    async def __aenter__(self) -> Kernel:
+        state_dir = self.config.state_dir or str(default_home())
+        journal = Journal.open(state_dir)
+        try:
+            core = KernelCore(self.config, journal)
+            self.sys = Syscalls(core, self.programs, trace_len=self.config.trace_per_process)
+            driver = self._model if isinstance(self._model, Driver) and not isinstance(self._model, str) else None
+            if driver is None:
+                driver = await anyio.to_thread.run_sync(load_driver, self._model, self.config)
+            self._drivers = [driver]
+            tg = anyio.create_task_group()
+            await tg.__aenter__()
+        except BaseException:
+            journal.close()
+            raise
+        self._tg = tg
+        self.core = core
+        core.attach(tg)
+        core.add_driver(self._model_name, driver)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Kill and reap every process, stop the schedulers, close drivers and storage."""
+        core, tg = self.core, self._tg
+        if core is None or tg is None:
+            return
+        self._tg = None
+        core.kill_all()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+            while core._scopes:  # every process's cleanup (free KV, reparent) has run
+                await anyio.sleep(0.002)
+        # The task group must be exited in the scope it was entered in, so no
+        # shield around this; the schedulers and the journal flusher end here.
+        tg.cancel_scope.cancel()
+        try:
+            await tg.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for sched in core.schedulers.values():
+                    await anyio.to_thread.run_sync(sched.driver.close)
+                core.events.close_all()
+                core.journal.close()
+
+    def _core(self) -> tuple[KernelCore, Syscalls]:
+        if self.core is None or self.sys is None or self._tg is None:
+            raise SyscallError(Errno.EAGAIN, "kernel is not running (use `async with Kernel(...)`)")
+        return self.core, self.sys
+
+    async def load_model(self, name: str, model: ModelArg) -> None:
+        """Load another model under ``name``; apps select it with ``model=name``."""
+        core, _ = self._core()
+        driver = await anyio.to_thread.run_sync(load_driver, model, self.config)
+        core.add_driver(name, driver)
+
+    # -- syscalls as init --------------------------------------------------------
+    async def syscall(self, name: str | int, **args: Any) -> Any:
+        """Make any syscall as init (pid 1)."""
+        _, sys = self._core()
+        return await sys.call(INIT_PID, name, args)
+
+    async def complete(self, prompt: str | list[int], *, max_tokens: int = 256, temperature: float | None = None,
+                       top_p: float | None = None, top_k: int | None = None,
+                       repetition_penalty: float | None = None, seed: int | None = None,
+                       stop: list[str] | None = None, stop_token_ids: list[int] | None = None,
+                       model: str | None = None, priority: int = 0, weight: float = 1.0,
+                       uid: int | None = None) -> Completion:
+        """Generate from ``prompt`` (text or token ids) as a fresh process and return the result."""
+        gen: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+                               "top_k": top_k, "repetition_penalty": repetition_penalty, "seed": seed,
+                               "stop": stop or [], "stop_token_ids": stop_token_ids}
+        if isinstance(prompt, str):
+            gen["prompt"] = prompt
+        else:
+            gen["token_ids"] = list(prompt)
+        gen = {k: v for k, v in gen.items() if v is not None}
+        pid = await self.spawn("llm.complete", [json.dumps(gen)], model=model, priority=priority,
+                               weight=weight, uid=uid)
+        w = await self.wait(pid)
+        if w.exit_status != 0:
+            raise SyscallError(w.errno or Errno.EIO, _strip_errno(w.error or f"exit status {w.exit_status}"))
+        r = w.result
+        return Completion(text=r["text"], token_ids=r["token_ids"], finish_reason=r["finish_reason"], pid=pid,
+                          usage=w.usage, prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"])
+
+    async def spawn(self, app: str | Main, argv: list[str] | None = None, *, model: str | None = None,
+                    caps: list[str] | None = None, priority: int = 0, weight: float = 1.0,
+                    token_quota: int | None = None, uid: int | None = None) -> int:
+        """Start an app by name, or a Python coroutine function ``main(sys, argv)``, as a process."""
+        temp = None
+        if callable(app):
+            # A Python callable becomes a one-off app: registered for this spawn only.
+            temp = f"py:{getattr(app, '__name__', 'main')}#{next(self._seq)}"
+            self.programs.register(AppSpec(temp, app, frozenset(caps or {"llm", "spawn", "ipc"})))
+            app = temp
+        try:
+            r = await self.syscall("spawn", app=app, argv=list(argv or []), model=model, caps=caps,
+                                   priority=priority, weight=weight, token_quota=token_quota, uid=uid)
+        finally:
+            if temp is not None:
+                self.programs.unregister(temp)
+        return int(r.pid)
+
+    async def wait(self, pid: int, timeout: float | None = None) -> WaitReply:
+        """Wait for ``pid`` to end and reap it.  Cancelling the wait kills the process."""
+        try:
+            w: WaitReply = await self.syscall("wait", pid=pid, timeout=timeout)
+        except SyscallError:
+            raise
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._kill_and_reap(pid)
+            raise
+        return w
+
+    async def _kill_and_reap(self, pid: int) -> None:
+        core, sys = self._core()
+        if pid not in core.procs:
+            return
+        core.signal(pid, Signal.KILL)
+        try:
+            await sys.call(INIT_PID, "wait", {"pid": pid, "timeout": 30.0})
+        except SyscallError:
+            pass
+
+    async def kill(self, pid: int) -> None:
+        await self.signal(pid, "KILL")
+
+    async def signal(self, pid: int, sig: str | int) -> None:
+        await self.syscall("kill", pid=pid, signal=sig)
+
+    async def ps(self) -> list[ProcInfo]:
+        r = await self.syscall("ps")
+        return list(r.procs)
+
+    async def stream(self, pid: int) -> AsyncIterator[Event]:
+        """Events of ``pid`` from now on (tokens, state changes, exit); ends at exit."""
+        core, _ = self._core()
+        p = core.get(pid)
+        if p.ended:
+            yield Event(pid=pid, kind="exit", exit_status=p.exit_status, state=p.state.value, data=p.result)
+            return
+        recv = core.events.subscribe(pid)
+        core.watch(pid)
+        async with recv:
+            async for ev in recv:
+                yield ev
+                if ev.kind == "exit":
+                    return
+
+
+def _strip_errno(msg: str) -> str:
+    name, sep, rest = msg.partition(": ")
+    return rest if sep and name in Errno.__members__ else msg
+
