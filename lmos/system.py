@@ -62,7 +62,7 @@ def load_driver(model: ModelArg, config: Config) -> Driver:
     if model is not None and not isinstance(model, str | os.PathLike):
         return model
     if model is None:
-        from lmos.models import builtin_model_path  # type: ignore[import-not-found,unused-ignore]
+        from lmos.models import builtin_model_path
 
         path = Path(builtin_model_path())
     else:
@@ -84,9 +84,8 @@ class Kernel:
         if config is None:
             config = load_config(policy=policy, state_dir=state_dir, **settings)
         else:
-            config = msgspec.structs.replace(config, **{k: v for k, v in
-                                                         dict(policy=policy, state_dir=state_dir, **settings).items()
-                                                         if v is not None})
+            given = dict(policy=policy, state_dir=state_dir, **settings)
+            config = msgspec.structs.replace(config, **{k: v for k, v in given.items() if v is not None})
         self.config = config
         self._model = model
         self._model_name = model_name
@@ -105,7 +104,7 @@ class Kernel:
         try:
             core = KernelCore(self.config, journal)
             self.sys = Syscalls(core, self.programs, trace_len=self.config.trace_per_process)
-            driver = self._model if isinstance(self._model, Driver) and not isinstance(self._model, str) else None
+            driver = self._model if isinstance(self._model, Driver) else None
             if driver is None:
                 driver = await anyio.to_thread.run_sync(load_driver, self._model, self.config)
             self._drivers = [driver]
@@ -157,13 +156,13 @@ class Kernel:
         core.add_driver(name, driver)
 
     # -- syscalls as init --------------------------------------------------------
-    async def syscall(self, name: str | int, **args: Any) -> Any:
+    async def syscall(self, call: str | int, /, **args: Any) -> Any:
         """Make any syscall as init (pid 1)."""
         _, sys = self._core()
-        return await sys.call(INIT_PID, name, args)
+        return await sys.call(INIT_PID, call, args)
 
-    async def complete(self, prompt: str | list[int], *, max_tokens: int = 256, temperature: float | None = None,
-                       top_p: float | None = None, top_k: int | None = None,
+    async def complete(self, prompt: str | list[int], *, max_tokens: int = 256,
+                       temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
                        repetition_penalty: float | None = None, seed: int | None = None,
                        stop: list[str] | None = None, stop_token_ids: list[int] | None = None,
                        model: str | None = None, priority: int = 0, weight: float = 1.0,
@@ -183,8 +182,9 @@ class Kernel:
         if w.exit_status != 0:
             raise SyscallError(w.errno or Errno.EIO, _strip_errno(w.error or f"exit status {w.exit_status}"))
         r = w.result
-        return Completion(text=r["text"], token_ids=r["token_ids"], finish_reason=r["finish_reason"], pid=pid,
-                          usage=w.usage, prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"])
+        return Completion(text=r["text"], token_ids=r["token_ids"], finish_reason=r["finish_reason"],
+                          pid=pid, usage=w.usage, prompt_tokens=r["prompt_tokens"],
+                          completion_tokens=r["completion_tokens"])
 
     async def spawn(self, app: str | Main, argv: list[str] | None = None, *, model: str | None = None,
                     caps: list[str] | None = None, priority: int = 0, weight: float = 1.0,

@@ -34,7 +34,7 @@ INIT_PID = 1
 Program = Callable[[Process], Awaitable[Any]]
 
 
-class ProcessExit(Exception):  # noqa: N818 - it is a control-flow signal, not an error
+class ProcessExit(Exception):
     """Raised by the ``exit`` syscall to end the calling program."""
 
     def __init__(self, status: int, result: Any = None) -> None:
@@ -377,6 +377,9 @@ class KernelCore:
             raise SyscallError(Errno.EINTR, "llm_generate interrupted by SIGINT")
         if req.error is not None:
             raise req.error
+        quota = p.token_quota
+        if req.finish_reason == "length" and quota is not None and p.stats.generated_tokens >= quota:
+            req.finish_reason = "quota"
         return req
 
     def _on_token(self, p: Process, req: GenRequest, token: int, before: int) -> None:

@@ -114,30 +114,44 @@ class Scheduler:
 
     # -- planning ----------------------------------------------------------
     def _plan(self) -> tuple[StepPlan, list[Process]]:
+        """Choose this step's sequences and token counts.
+
+        The policy order decides who gets the ``max_seqs`` slots.  Within the
+        step, decodes (one pending token) are budgeted first and prefill chunks
+        share what is left of ``max_tokens``, so a long prompt arriving never
+        stalls the processes that are already generating.
+        """
         drv = self.driver
         lim = drv.limits
         now = time.monotonic()
         cands = [p for p in self.runnable.values() if p.state is not State.STOPPED]
-        ordered = self.policy.order(cands, now) if len(cands) > 1 else cands
+        ordered = self.policy.order(cands, now)
         plan = StepPlan()
         self.kv.fill_moves(plan)
         free = drv.kv_free() + self.kv.freed_by(plan)
-        slots, budget = lim.max_seqs, lim.max_tokens
+        slots = lim.max_seqs
+        wanted: list[tuple[Process, int]] = []
+        decodes = 0
+        for p in ordered:
+            if len(wanted) >= slots:
+                break
+            pend = drv.pending(p.pid)
+            if pend > 0:
+                wanted.append((p, pend))
+                decodes += pend == 1
+        budget = lim.max_tokens
+        prefill_budget = max(budget - decodes, 1)
         picked: list[Process] = []
         chosen: set[int] = set()
-        for i, p in enumerate(ordered):
-            if slots <= 0 or budget <= 0:
-                break
+        for i, (p, pend) in enumerate(wanted):
             pid = p.pid
-            if pid in chosen:
+            if pid in chosen or budget <= 0:
                 continue  # made a victim to fit an earlier candidate
-            pend = drv.pending(pid)
-            if pend <= 0:
-                continue
-            n = pend if pend <= budget else budget
+            n = 1 if pend == 1 else min(pend, prefill_budget, budget)
             need = drv.kv_needed(pid, n)
             if need > free:
-                free += self.kv.make_room(need - free, plan, chosen, ordered[i + 1:], self.runnable)
+                later = [q for q, _ in wanted[i + 1:]] + ordered[len(wanted):]
+                free += self.kv.make_room(need - free, plan, chosen, later, self.runnable)
             if need > free and n > 1:
                 n = self._fit(pid, n, free)
                 need = drv.kv_needed(pid, n) if n else 0
@@ -148,7 +162,8 @@ class Scheduler:
                 self.kv.mark(pid, "device")
             free -= need
             budget -= n
-            slots -= 1
+            if n > 1:
+                prefill_budget -= n
             plan.items.append(StepItem(pid, n, n == pend))
             picked.append(p)
             chosen.add(pid)

@@ -20,9 +20,9 @@ class Sys:
         self._table = table
         self.pid = pid
 
-    async def call(self, name: str | int, **args: Any) -> Any:
+    async def call(self, call: str | int, /, **args: Any) -> Any:
         """Any syscall by name or number, with keyword arguments."""
-        return await self._table.call(self.pid, name, args)
+        return await self._table.call(self.pid, call, args)
 
     async def llm_generate(self, prompt: str | None = None, **args: Any) -> GenerateReply:
         if prompt is not None:

@@ -24,7 +24,10 @@ def _fields(t: type[msgspec.Struct]) -> str:
         return "—"
     parts = []
     for f in info.fields:
-        default = "" if f.required else (" = " + repr(f.default) if f.default is not msgspec.NODEFAULT else " = …")
+        if f.required:
+            default = ""
+        else:
+            default = " = " + repr(f.default) if f.default is not msgspec.NODEFAULT else " = …"
         parts.append(f"`{f.name}: {_type_name(f.type)}{default}`")
     return "<br>".join(parts)
 

@@ -25,7 +25,8 @@ def merge_sampling(base: SamplingParams, req: LlmGenerate) -> SamplingParams:
         temperature=base.temperature if req.temperature is None else req.temperature,
         top_p=base.top_p if req.top_p is None else req.top_p,
         top_k=base.top_k if req.top_k is None else req.top_k,
-        repetition_penalty=base.repetition_penalty if req.repetition_penalty is None else req.repetition_penalty,
+        repetition_penalty=(base.repetition_penalty if req.repetition_penalty is None
+                            else req.repetition_penalty),
         seed=base.seed if req.seed is None else req.seed,
     )
 
@@ -48,7 +49,8 @@ async def sys_llm_generate(ctx: Ctx, req: LlmGenerate) -> GenerateReply:
     if vocab is not None and any(t >= vocab for t in ids):
         raise SyscallError(Errno.EINVAL, f"token id out of range for a vocabulary of {vocab}")
     stop_ids = frozenset(drv.eos_token_ids if req.stop_token_ids is None else req.stop_token_ids)
-    r = await ctx.kernel.generate(p, ids, reset=req.reset, sampling=merge_sampling(drv.default_sampling(), req),
+    sampling = merge_sampling(drv.default_sampling(), req)
+    r = await ctx.kernel.generate(p, ids, reset=req.reset, sampling=sampling,
                                   max_tokens=req.max_tokens, stop=tuple(req.stop), stop_token_ids=stop_ids)
     return GenerateReply(text=r.text(), token_ids=list(r.out), finish_reason=r.finish_reason or "length",
                          stop=r.stop_hit, prompt_tokens=len(ids), completion_tokens=len(r.out),

@@ -71,7 +71,8 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
     caps = frozenset(req.caps) if req.caps is not None else spec.caps
     missing = subset(caps, parent.caps)
     if missing:
-        raise SyscallError(Errno.EPERM, f"cannot grant capabilities the caller lacks: {', '.join(sorted(missing))}")
+        lacking = ", ".join(sorted(missing))
+        raise SyscallError(Errno.EPERM, f"cannot grant capabilities the caller lacks: {lacking}")
     uid = parent.uid
     if req.uid is not None and req.uid != parent.uid:
         if parent.uid != 0:
