@@ -88,6 +88,10 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
     child = ctx.kernel.spawn(entry, parent=parent, app=spec.name, argv=list(req.argv),
                              model=req.model or spec.model, uid=uid, caps=caps, priority=req.priority,
                              weight=req.weight, token_quota=quota, max_children=spec.max_children)
+    if req.stream:
+        from lmos.syscalls.io import subscribe
+
+        subscribe(sys, parent.pid, child.pid)
     return SpawnReply(pid=child.pid)
 
 

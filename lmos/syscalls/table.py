@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lmos.errors import Errno, SyscallError
+from lmos.kernel.events import Event
 from lmos.kernel.kernel import KernelCore, ProcessExit
 from lmos.kernel.process import Process
-from lmos.syscalls import ipc, llm, proc  # noqa: F401  (registers the families)
+from lmos.syscalls import io, ipc, llm, proc  # noqa: F401  (registers the families)
 from lmos.syscalls.caps import grants
 from lmos.syscalls.registry import BY_NR, TABLE, SyscallDef
 from lmos.syscalls.types import Err, Ok, Req, Resp, Result, TraceEntry
@@ -82,6 +84,7 @@ class Syscalls:
         self.programs = programs or ProgramRegistry()
         self.trace_len = trace_len
         self.traces: dict[int, deque[TraceEntry]] = {}
+        self.subs: dict[tuple[int, int], MemoryObjectReceiveStream[Event]] = {}  # (watcher, target)
         self.client_factory: Callable[[Syscalls, int], Any] | None = None
 
     # -- dispatch ------------------------------------------------------------

@@ -54,6 +54,7 @@ class Spawn(Req):
     caps: list[str] | None = None  # a subset of the caller's; None = the app's
     token_quota: Annotated[int, Meta(ge=1)] | None = None
     uid: Annotated[int, Meta(ge=0)] | None = None  # only root may set another uid
+    stream: bool = False  # subscribe the caller to the child's events before it starts (see `events`)
 
 
 class SpawnReply(Resp):

@@ -1,0 +1,112 @@
+"""Boot a kernel for a front-end command and run one program on it.
+
+``lmosh`` boots the facade, serves the control socket (so ``lmos ps`` and
+``lmos kill`` from another terminal reach this kernel), and runs the shell as
+an ordinary process; ``lmos run`` does the same with an app.  Model loading
+shows a spinner on stderr, since the first load can take seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.console import Console
+
+from lmos.cli.control import serve, socket_path
+from lmos.cli.terminal import LineTerminal, PromptTerminal
+from lmos.syscalls.table import AppSpec
+from lmos.system import Kernel
+from lmos.userland.shell import shell_main
+
+
+@contextlib.asynccontextmanager
+async def booted(model: Any, state_dir: str) -> AsyncIterator[Kernel]:
+    console = Console(stderr=True)
+    label = "built-in model" if model is None else str(getattr(model, "name", model))
+    k = Kernel(model=model, state_dir=state_dir)
+    if sys.stderr.isatty():
+        with console.status(f"lmos: loading {label}..."):
+            await k.__aenter__()
+    else:
+        await k.__aenter__()
+    try:
+        async with anyio.create_task_group() as tg:
+            if state_dir != ":memory:":
+                tg.start_soon(serve, k, socket_path(state_dir))
+            yield k
+            tg.cancel_scope.cancel()
+    finally:
+        await k.aclose()
+
+
+async def run_shell(model: Any, state_dir: str, lines: list[str] | None) -> int:
+    """lmosh: interactive when ``lines`` is None, else run those lines."""
+    term: PromptTerminal | LineTerminal
+    if lines is None:
+        hist = None if state_dir == ":memory:" else Path(state_dir).expanduser() / "lmosh_history"
+        if hist is not None:
+            hist.parent.mkdir(parents=True, exist_ok=True)
+        term = PromptTerminal(hist)
+    else:
+        term = LineTerminal(lines)
+
+    async def main(sys_: Any, argv: list[str]) -> int:
+        return await shell_main(sys_, argv, term, lines)
+
+    async with booted(model, state_dir) as k:
+        k.programs.register(AppSpec("lmosh", main, frozenset({"*"}), description="the lmos shell"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(term.watch_sigint)
+            pid = await k.spawn("lmosh", uid=os.getuid())
+            w = await k.wait(pid)
+            tg.cancel_scope.cancel()
+    if w.exit_status != 0:
+        print(f"lmosh: {w.error or 'exit ' + str(w.exit_status)}", file=sys.stderr)
+        return 1
+    return int(w.result) if isinstance(w.result, int) else 0
+
+
+async def run_app(model: Any, state_dir: str, app: str, argv: list[str]) -> int:
+    """lmos run: stream the app's tokens and output to stdout; Ctrl-C interrupts it."""
+    async with booted(model, state_dir) as k:
+        pid = (await k.syscall("spawn", app=app, argv=argv, stream=True)).pid
+
+        async def forward_sigint() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT) as sigs:
+                n = 0
+                async for _ in sigs:
+                    n += 1
+                    with contextlib.suppress(Exception):
+                        await k.signal(pid, "INT" if n == 1 else "KILL")
+
+        printed = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forward_sigint)
+            while True:
+                r = await k.syscall("events", pid=pid, timeout=None)
+                for ev in r.events:
+                    if ev.kind in ("token", "output") and ev.text:
+                        sys.stdout.write(ev.text)
+                        sys.stdout.flush()
+                        printed = True
+                if r.ended:
+                    break
+            tg.cancel_scope.cancel()
+        w = await k.wait(pid)
+    if printed:
+        sys.stdout.write("\n")
+    elif w.result is not None and w.exit_status == 0:
+        from lmos.userland.shell import render_result
+
+        print(render_result(w.result))
+    if w.exit_status != 0:
+        print(f"lmos: {app}: {w.error or 'exit status ' + str(w.exit_status)}", file=sys.stderr)
+        return w.exit_status if 0 < w.exit_status < 256 else 1
+    return 0

@@ -1,0 +1,175 @@
+"""Process I/O syscalls: ``write`` (a process's stdout) and ``events`` (watch one).
+
+``events`` is a long poll: the first call subscribes the caller to the target
+process and every call returns what has happened since (tokens as they are
+generated, output, state changes, exit), waiting up to ``timeout`` for the
+first event.  It is how the shell shows a foreground job's tokens, and any app
+with the same rights could do the same.  Apps, models: what is installed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+from msgspec import Meta
+
+from lmos.errors import Errno, SyscallError
+from lmos.kernel.events import Event
+from lmos.syscalls.registry import syscall
+from lmos.syscalls.types import Empty, Pid, Req, Resp, Seconds
+
+if TYPE_CHECKING:
+    from lmos.syscalls.table import Ctx, Syscalls
+
+
+class Write(Req):
+    text: Annotated[str, Meta(max_length=1 << 20)]
+
+
+class Events(Req):
+    pid: Pid
+    timeout: Seconds | None = None  # None: wait until something happens
+    max: Annotated[int, Meta(ge=1, le=100_000)] = 4096
+
+
+class EventInfo(Resp):
+    kind: str
+    pid: int
+    ts: float
+    token_id: int | None = None
+    text: str = ""
+    state: str = ""
+    exit_status: int | None = None
+    data: object = None
+
+
+class EventsReply(Resp):
+    events: list[EventInfo]
+    ended: bool  # the target exited; the subscription is gone
+
+
+class AppList(Req):
+    pass
+
+
+class AppInfo(Resp):
+    name: str
+    description: str
+    caps: list[str]
+    model: str | None
+
+
+class AppListReply(Resp):
+    apps: list[AppInfo]
+
+
+class ModelList(Req):
+    pass
+
+
+class ModelInfo(Resp):
+    name: str
+    driver: str
+    max_seqs: int
+    max_tokens: int
+    num_blocks: int
+    free_blocks: int
+    block_size: int
+    max_model_len: int
+    runnable: int
+    steps: int
+    tokens: int
+
+
+class ModelListReply(Resp):
+    models: list[ModelInfo]
+
+
+def subscribe(sys: Syscalls, watcher: int, target: int) -> None:
+    """Subscribe ``watcher`` to ``target``'s events (idempotent)."""
+    key = (watcher, target)
+    if key not in sys.subs:
+        sys.subs[key] = sys.kernel.events.subscribe(target)
+        sys.kernel.watch(target)
+
+
+def _info(ev: Event) -> EventInfo:
+    return EventInfo(kind=ev.kind, pid=ev.pid, ts=ev.ts, token_id=ev.token_id, text=ev.text, state=ev.state,
+                     exit_status=ev.exit_status, data=ev.data)
+
+
+@syscall(9, "write", Write, Empty)
+async def sys_write(ctx: Ctx, req: Write) -> Empty:
+    """Write text to the process's output (seen by whoever watches it with ``events``)."""
+    ctx.kernel.events.publish(ctx.proc.pid, kind="output", text=req.text)
+    return Empty()
+
+
+@syscall(10, "events", Events, EventsReply, blocking=True)
+async def sys_events(ctx: Ctx, req: Events) -> EventsReply:
+    """Events of process ``pid`` since the last call (tokens, output, state, exit); long-polls."""
+    target = ctx.kernel.procs.get(req.pid)
+    key = (ctx.proc.pid, req.pid)
+    recv: MemoryObjectReceiveStream[Event] | None = ctx.sys.subs.get(key)
+    if recv is None:
+        if target is None:
+            raise SyscallError(Errno.ESRCH, f"no such process {req.pid}")
+        if ctx.proc.uid != 0 and target.uid != ctx.proc.uid:
+            raise SyscallError(Errno.EPERM, f"process {req.pid} belongs to another user")
+        if target.ended:
+            return EventsReply(events=[EventInfo(kind="exit", pid=req.pid, ts=0.0, state=target.state.value,
+                                                 exit_status=target.exit_status, data=target.result)],
+                               ended=True)
+        subscribe(ctx.sys, ctx.proc.pid, req.pid)
+        recv = ctx.sys.subs[key]
+    out: list[EventInfo] = []
+    ended = False
+    try:
+        out.append(_info(recv.receive_nowait()))
+    except anyio.WouldBlock:
+        async with ctx.kernel.blocking(ctx.proc, "events"):
+            with anyio.move_on_after(req.timeout if req.timeout is not None else float("inf")):
+                try:
+                    out.append(_info(await recv.receive()))
+                except anyio.EndOfStream:
+                    ended = True
+    except anyio.EndOfStream:
+        ended = True
+    while len(out) < req.max and not ended:
+        try:
+            out.append(_info(recv.receive_nowait()))
+        except anyio.WouldBlock:
+            break
+        except anyio.EndOfStream:
+            ended = True
+    if any(e.kind in ("exit", "overflow") for e in out):
+        ended = True
+    if ended:
+        ctx.sys.subs.pop(key, None)
+        recv.close()
+    return EventsReply(events=out, ended=ended)
+
+
+@syscall(11, "app_list", AppList, AppListReply)
+async def sys_app_list(ctx: Ctx, req: AppList) -> AppListReply:
+    """Installed apps with their descriptions and capabilities."""
+    apps = [AppInfo(name=a.name, description=a.description, caps=sorted(a.caps), model=a.model)
+            for a in sorted(ctx.sys.programs.apps.values(), key=lambda a: a.name)
+            if not a.name.startswith("py:")]
+    return AppListReply(apps=apps)
+
+
+@syscall(12, "model_list", ModelList, ModelListReply)
+async def sys_model_list(ctx: Ctx, req: ModelList) -> ModelListReply:
+    """Loaded models with their driver limits and load."""
+    out = []
+    for name, s in ctx.kernel.schedulers.items():
+        lim = s.driver.limits
+        out.append(ModelInfo(name=name, driver=s.driver.name, max_seqs=lim.max_seqs,
+                             max_tokens=lim.max_tokens, num_blocks=lim.num_blocks,
+                             free_blocks=s.driver.kv_free(),
+                             block_size=lim.block_size, max_model_len=lim.max_model_len,
+                             runnable=len(s.runnable), steps=s.steps, tokens=s.tokens))
+    return ModelListReply(models=out)
