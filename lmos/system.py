@@ -33,6 +33,7 @@ from lmos.kernel.process import Signal
 from lmos.syscalls.client import Sys
 from lmos.syscalls.table import AppSpec, ProgramRegistry, Syscalls
 from lmos.syscalls.types import ProcInfo, Usage, WaitReply
+from lmos.userland.coreutils import APPS as COREUTILS
 
 ModelArg = Driver | str | os.PathLike[str] | None
 Main = Callable[[Sys, list[str]], Awaitable[Any]]
@@ -96,6 +97,8 @@ class Kernel:
         self.programs = ProgramRegistry()
         self.programs.register(AppSpec("llm.complete", _complete_main, frozenset({"llm"}),
                                        description="one generation (Kernel.complete)"))
+        for spec in COREUTILS:
+            self.programs.register(spec)
 
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Kernel:

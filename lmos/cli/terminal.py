@@ -57,7 +57,8 @@ class PromptTerminal:
 
     async def read_line(self, prompt: str) -> str | None:
         try:
-            return await self.session.prompt_async(prompt)
+            # Our own SIGINT receiver stays installed: prompt_toolkit must not swap it out.
+            return await self.session.prompt_async(prompt, handle_sigint=False)
         except KeyboardInterrupt:
             return ""
         except EOFError:
@@ -66,6 +67,11 @@ class PromptTerminal:
     def write(self, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+    def write_err(self, text: str) -> None:
+        sys.stdout.flush()
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
     def take_interrupt(self) -> int:
         n, self._interrupts = self._interrupts, 0
@@ -94,6 +100,11 @@ class LineTerminal:
     def write(self, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+    def write_err(self, text: str) -> None:
+        sys.stdout.flush()
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
     def take_interrupt(self) -> int:
         n, self._interrupts = self._interrupts, 0

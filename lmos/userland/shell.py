@@ -43,6 +43,10 @@ class Terminal(Protocol):
 
     def write(self, text: str) -> None: ...
 
+    def write_err(self, text: str) -> None:
+        """Error output (stderr for a real terminal)."""
+        ...
+
     def take_interrupt(self) -> int:
         """Ctrl-C presses since the last call (0 when none)."""
         ...
@@ -74,7 +78,7 @@ class Shell:
         self.term.write(text + "\n")
 
     def err(self, text: str) -> None:
-        self.term.write(f"lmosh: {text}\n")
+        self.term.write_err(f"lmosh: {text}\n")
         self.status = 1
 
     # -- main loop ------------------------------------------------------------
