@@ -127,7 +127,8 @@ def test_non_interactive_and_exit_codes(tmp_path: Path) -> None:
     r = run_cli("run", "nope", "--model", "scripted", "--state-dir", sd)
     assert (r.returncode, r.stderr) == (1, "lmos: ENOENT: no such app: nope\n")
     r = run_cli("run", "echo", "--model", str(tmp_path / "missing"), "--state-dir", sd)
-    assert r.returncode == 1 and r.stderr.startswith("lmos: ENOENT: no model directory") and "Traceback" not in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("lmos: ENOENT: no model directory")
+    assert "Traceback" not in r.stderr
     r = run_cli("frobnicate")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "frobnicate" in r.stderr
     r = run_cli("run", "--bogus-flag", "x")

@@ -100,7 +100,6 @@ async def sys_wait(ctx: Ctx, req: Wait) -> WaitReply:
     """Wait for a child (``pid`` or any) to end, reap it, return its status and usage."""
     async with ctx.kernel.blocking(ctx.proc, "wait"):
         child = await ctx.kernel.wait(ctx.proc, req.pid, req.timeout)
-    ctx.sys.forget(child.pid)
     return WaitReply(pid=child.pid, state=child.state.value, exit_status=child.exit_status or 0,
                      result=child.result, error=child.error, errno=child.errno, usage=usage(child))
 
@@ -158,6 +157,9 @@ async def sys_trace(ctx: Ctx, req: Trace) -> TraceReply:
     target = ctx.kernel.procs.get(pid)
     if target is not None and ctx.proc.uid != 0 and target.uid != ctx.proc.uid:
         raise SyscallError(Errno.EPERM, f"process {pid} belongs to another user")
-    if target is None and pid not in ctx.sys.traces:
-        raise SyscallError(Errno.ESRCH, f"no such process {pid}")
-    return TraceReply(entries=ctx.sys.trace(pid, req.limit))
+    entries = ctx.sys.trace(pid, req.limit)
+    if target is None and not entries:
+        entries = await ctx.sys.audited(pid, req.limit, ctx.proc.uid)  # a process reaped long ago
+        if not entries:
+            raise SyscallError(Errno.ESRCH, f"no such process {pid}")
+    return TraceReply(entries=entries)

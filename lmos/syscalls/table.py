@@ -31,6 +31,7 @@ from lmos.syscalls.types import Err, Ok, Req, Resp, Result, TraceEntry
 log = logging.getLogger("lmos.syscalls")
 
 Main = Callable[[Any, list[str]], Awaitable[Any]]  # (Sys, argv) -> result
+MAX_TRACED = 4096  # processes whose recent trace is kept in memory
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ class Syscalls:
                            errno=errno, error=error, duration_us=dur)
         ring = self.traces.get(pid)
         if ring is None:
+            if len(self.traces) >= MAX_TRACED:  # forget the oldest; the audit table keeps everything
+                del self.traces[next(iter(self.traces))]
             ring = self.traces[pid] = deque(maxlen=self.trace_len)
         ring.append(entry)
         decision = "allow" if errno == 0 else ("deny" if errno == Errno.EPERM else "error")
@@ -172,6 +175,18 @@ class Syscalls:
 
     def forget(self, pid: int) -> None:
         self.traces.pop(pid, None)
+
+    async def audited(self, pid: int, limit: int, uid: int) -> list[TraceEntry]:
+        """Trace entries of ``pid`` from the durable audit table (for reaped processes)."""
+        journal = self.kernel.journal
+        await journal.flush()
+        rows = await journal.aquery(
+            "SELECT ts, pid, uid, name, digest, errno, duration_us FROM audit WHERE pid=? "
+            "ORDER BY id DESC LIMIT ?", (pid, limit))
+        if rows and uid != 0 and rows[0][2] != uid:
+            raise SyscallError(Errno.EPERM, f"process {pid} belongs to another user")
+        return [TraceEntry(ts=r[0], pid=r[1], uid=r[2], name=r[3], digest=r[4] or "", ok=r[5] == 0,
+                           errno=r[5], error="", duration_us=r[6]) for r in reversed(rows)]
 
     # -- programs --------------------------------------------------------------
     def client(self, pid: int) -> Any:
