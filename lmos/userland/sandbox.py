@@ -1,0 +1,447 @@
+"""Run untrusted Python in isolated worker processes: the ``Sandbox`` pool and ``execute``.
+
+Code that arrives with an app or is written by a user never runs in the
+kernel's process or one of its threads.  It runs in a worker process
+(``sandbox_worker.py``) compiled by RestrictedPython under the guards of
+``sandbox_policy.py``, with rlimits, no-new-privileges, an unprivileged uid
+and, where the system allows, no network.  This module is the host side: it
+keeps a pool of warm workers, sends each run as one JSON line, serves the
+syscalls the program makes while it runs (awaiting the kernel's callback, which
+checks capabilities), enforces the wall clock by killing the worker's process
+group, and turns every way a program can fail into a :class:`Result`.
+
+Nothing here blocks the event loop: pipe I/O goes through anyio's process
+streams.  A worker is reused only after a run that ended normally; one that
+died, timed out, ran out of memory or broke the protocol is killed and
+replaced, so no state leaks from one run into the next.  Workers are treated as
+hostile: every message is size-bounded and schema-checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import keyword
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from lmos.errors import Errno, SyscallError
+from lmos.userland.sandbox_worker import EXIT_CPU
+
+SyscallHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
+SPAWN_TIMEOUT = 20.0
+MAX_SOURCE = 1 << 20
+MIN_MEMORY = 64 << 20
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Budgets for one run.  Time spent waiting on syscalls counts against
+    neither CPU (it is not CPU) nor wall clock (the kernel bounds it)."""
+
+    cpu_seconds: float = 5.0
+    wall_seconds: float = 10.0
+    memory_bytes: int = 512 << 20  # address space of the worker process
+    output_bytes: int = 1 << 20  # printed text; the namespace has its own budget of the same size
+    max_syscalls: int = 256
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            if not getattr(self, name) > 0:
+                raise SyscallError(Errno.EINVAL, f"limits.{name} must be positive")
+        if self.memory_bytes < MIN_MEMORY:
+            raise SyscallError(Errno.EINVAL, f"limits.memory_bytes must be at least {MIN_MEMORY}")
+
+
+class Result(msgspec.Struct, kw_only=True):
+    """What a run produced; an untrusted program's failure is a result, not an exception."""
+
+    ok: bool
+    error: str | None = None  # one line
+    stdout: str = ""
+    namespace: dict[str, Any] = {}  # JSON-representable top-level names
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    syscalls: int = 0
+    syscall_seconds: float = 0.0
+
+
+class Isolation(msgspec.Struct, frozen=True):
+    """What a worker's lock-down achieved, as it reported at startup."""
+
+    pid: int
+    uid: int
+    no_new_privs: bool
+    netns: bool
+    dropped_root: bool
+    cpu: float = 0.0
+
+
+class _Done(msgspec.Struct):
+    op: str
+    ok: bool
+    error: str | None
+    stdout: str
+    namespace: dict[str, Any]
+    cpu: float | None
+    cpu_total: float
+    syscall_seconds: float
+    recycle: bool
+
+
+class _Call(msgspec.Struct):
+    syscall: str
+    args: dict[str, Any]
+
+
+class _ProtocolError(Exception):
+    pass
+
+
+def _restricted_python_path() -> str:
+    spec = importlib.util.find_spec("RestrictedPython")
+    if spec is None or spec.origin is None:
+        raise SyscallError(Errno.ENOSYS, "RestrictedPython is not installed")
+    return str(Path(spec.origin).parent.parent)
+
+
+def _death_message(code: int | None, limits: Limits) -> str:
+    if code in (-signal.SIGXCPU, EXIT_CPU):
+        return f"cpu time limit exceeded ({limits.cpu_seconds}s)"
+    if code == -signal.SIGXFSZ:
+        return "file size limit exceeded"
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"sandbox worker died ({name})"
+    return f"sandbox worker exited unexpectedly (status {code})"
+
+
+class _Worker:
+    """One worker process and its channel."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        assert process.stdout is not None and process.stdin is not None
+        self.reader = BufferedByteReceiveStream(process.stdout)
+        self.info: Isolation | None = None
+        self.cpu = 0.0  # cumulative CPU seconds at the last report
+        self.runs = 0
+
+    async def send(self, data: bytes) -> bool:
+        assert self.process.stdin is not None
+        try:
+            await self.process.stdin.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return False
+        return True
+
+    async def recv(self, max_bytes: int) -> bytes | None:
+        try:
+            return await self.reader.receive_until(b"\n", max_bytes)
+        except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError,
+                anyio.ClosedResourceError):
+            return None
+        except anyio.DelimiterNotFound:
+            raise _ProtocolError("oversized message") from None
+
+    def cpu_now(self) -> float | None:
+        """Cumulative CPU of the (possibly dying) process, from /proc."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    async def kill(self) -> int | None:
+        """SIGKILL the worker's whole process group and reap it."""
+        with anyio.CancelScope(shield=True):
+            if self.process.returncode is None:
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            with anyio.move_on_after(5):
+                await self.process.aclose()
+        return self.process.returncode
+
+
+async def _spawn(ceiling: Limits) -> _Worker:
+    config = {"cpu_ceiling": ceiling.cpu_seconds, "cpu_lifetime": max(300.0, 20 * ceiling.cpu_seconds),
+              "memory_ceiling": ceiling.memory_bytes}
+    cmd = [sys.executable, "-I", "-S", "-B", "-X", "utf8", str(WORKER_SCRIPT), _restricted_python_path(),
+           msgspec.json.encode(config).decode()]
+    stderr = None if os.environ.get("LMOS_SANDBOX_DEBUG") else subprocess.DEVNULL
+    process = await anyio.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                       env={}, cwd="/", start_new_session=True)
+    worker = _Worker(process)
+    try:
+        with anyio.fail_after(SPAWN_TIMEOUT):
+            line = await worker.recv(1 << 16)
+        if line is None:
+            raise SyscallError(Errno.EIO, "sandbox worker exited during startup")
+        ready = msgspec.json.decode(line)
+        if type(ready) is not dict or ready.pop("op", None) != "ready":
+            raise SyscallError(Errno.EIO, "sandbox worker sent no ready message")
+        worker.info = msgspec.convert(ready, Isolation)
+        worker.cpu = worker.info.cpu
+    except BaseException as exc:
+        await worker.kill()
+        if isinstance(exc, (msgspec.MsgspecError, TimeoutError, _ProtocolError)):
+            raise SyscallError(Errno.EIO, f"sandbox worker failed to start: {exc}") from None
+        raise
+    return worker
+
+
+def _error_reply(err: SyscallError) -> bytes:
+    error = {"errno": err.errno.name, "code": int(err.errno), "message": err.message}
+    return msgspec.json.encode({"op": "reply", "error": error}) + b"\n"
+
+
+class _Run:
+    """One run on one worker: the request, the syscall service and the verdict."""
+
+    def __init__(self, worker: _Worker, request: bytes, limits: Limits, handler: SyscallHandler | None,
+                 names: frozenset[str] | None) -> None:
+        self.worker, self.request, self.limits = worker, request, limits
+        self.handler, self.names = handler, names
+        self.start = time.monotonic()
+        self.waited = 0.0
+        self.calls = 0
+        self.quota_hit = False
+        self.max_bytes = 16 * limits.output_bytes + (40 << 20)
+
+    def fail(self, error: str, cpu: float | None) -> Result:
+        return Result(ok=False, error=error, cpu_seconds=max(cpu or 0.0, 0.0),
+                      wall_seconds=time.monotonic() - self.start, syscalls=self.calls,
+                      syscall_seconds=self.waited)
+
+    async def _die(self, error: str | None) -> Result:
+        """The worker is dead or must die: kill it and explain."""
+        total = self.worker.cpu_now()
+        code = await self.worker.kill()
+        cpu = None if total is None else total - self.worker.cpu
+        if cpu is None and code in (-signal.SIGXCPU, EXIT_CPU):
+            cpu = self.limits.cpu_seconds
+        return self.fail(error or _death_message(code, self.limits), cpu)
+
+    def _remaining(self) -> float:
+        """Wall-clock budget left; time spent in syscall handlers is given back."""
+        return max(self.start + self.limits.wall_seconds + self.waited - time.monotonic(), 0.0)
+
+    async def _send(self, data: bytes) -> Result | None:
+        """Send within the deadline (a hostile worker may stop reading); a Result means it died."""
+        with anyio.move_on_after(self._remaining()):
+            if await self.worker.send(data):
+                return None
+            return await self._die(None)
+        return await self._die(f"wall-clock limit exceeded ({self.limits.wall_seconds}s)")
+
+    async def drive(self) -> tuple[Result, bool]:
+        """Returns the result and whether the worker may be reused."""
+        self.worker.runs += 1
+        failed = await self._send(self.request)
+        if failed is not None:
+            return failed, False
+        while True:
+            line: bytes | None = None
+            with anyio.move_on_after(self._remaining()) as scope:
+                try:
+                    line = await self.worker.recv(self.max_bytes)
+                except _ProtocolError:
+                    return await self._die("sandbox worker sent an oversized message"), False
+            if scope.cancelled_caught:
+                return await self._die(f"wall-clock limit exceeded ({self.limits.wall_seconds}s)"), False
+            if line is None:
+                return await self._die(None), False
+            try:
+                msg = msgspec.json.decode(line)
+                if type(msg) is dict and "syscall" in msg:
+                    call = msgspec.convert(msg, _Call)
+                else:
+                    done = msgspec.convert(msg, _Done)
+            except msgspec.MsgspecError:
+                return await self._die("sandbox worker protocol error"), False
+            if type(msg) is dict and "syscall" in msg:
+                t0 = time.monotonic()
+                reply = await self._serve(call)
+                self.waited += time.monotonic() - t0
+                failed = await self._send(reply)
+                if failed is not None:
+                    return failed, False
+                continue
+            return self._finish(done), not done.recycle
+
+    def _finish(self, done: _Done) -> Result:
+        cpu = done.cpu if done.cpu is not None else done.cpu_total - self.worker.cpu
+        cpu = min(max(cpu, 0.0), self.limits.cpu_seconds + 2.0)  # the worker's word, so bounded
+        self.worker.cpu = done.cpu_total
+        error = done.error
+        if self.quota_hit and error is None:
+            error = f"syscall limit exceeded ({self.limits.max_syscalls})"
+        return Result(ok=error is None, error=error, stdout=done.stdout, namespace=done.namespace,
+                      cpu_seconds=cpu, wall_seconds=time.monotonic() - self.start, syscalls=self.calls,
+                      syscall_seconds=self.waited)
+
+    async def _serve(self, call: _Call) -> bytes:
+        """Forward one syscall to the host's handler; always produce a reply."""
+        try:
+            if self.names is not None and call.syscall not in self.names:
+                raise SyscallError(Errno.ENOSYS, f"syscall {call.syscall!r} is not exposed to this program")
+            if self.calls >= self.limits.max_syscalls:
+                self.quota_hit = True
+                raise SyscallError(Errno.EDQUOT, f"syscall limit of {self.limits.max_syscalls} reached")
+            if self.handler is None:
+                raise SyscallError(Errno.ENOSYS, "no syscall handler is attached to this sandbox run")
+            self.calls += 1
+            value = await self.handler(call.syscall, call.args)
+        except SyscallError as exc:
+            return _error_reply(exc)
+        except Exception as exc:  # a handler bug must not take the run down with it
+            return _error_reply(SyscallError(Errno.EIO, f"{call.syscall} failed: {type(exc).__name__}"))
+        try:
+            return msgspec.json.encode({"op": "reply", "value": value}) + b"\n"
+        except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
+            return _error_reply(SyscallError(Errno.EFAULT, f"{call.syscall} returned a non-JSON value"))
+
+
+def _encode_request(source: str, limits: Limits, names: frozenset[str] | None,
+                    inputs: Mapping[str, Any] | None, seed: int | None) -> bytes:
+    """Validate what the caller (trusted, but possibly buggy) passed in."""
+    if type(source) is not str:
+        raise SyscallError(Errno.EINVAL, "source must be a str")
+    if len(source) > MAX_SOURCE:
+        raise SyscallError(Errno.E2BIG, f"source longer than {MAX_SOURCE} characters")
+    for name in list(names or ()) + list(inputs or ()):
+        if type(name) is not str or not name.isidentifier() or name[:1] == "_" or keyword.iskeyword(name):
+            raise SyscallError(Errno.EINVAL, f"bad name {name!r}: need an identifier not starting with '_'")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(7), "big")
+    request = {"op": "run", "source": source, "inputs": dict(inputs or {}), "seed": int(seed),
+               "syscalls": None if names is None else sorted(names),
+               "limits": {"cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes,
+                          "output_bytes": limits.output_bytes, "max_syscalls": limits.max_syscalls}}
+    try:
+        return msgspec.json.encode(request) + b"\n"
+    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError, UnicodeError) as exc:
+        raise SyscallError(Errno.EINVAL, f"inputs must be JSON values: {exc}") from None
+
+
+class Sandbox:
+    """A pool of ``size`` warm workers, owned by the running system.
+
+    ``async with Sandbox(size=2, limits=Limits(...)) as sb: await sb.run(src)``.
+    ``limits`` are the defaults for each run and the ceiling a run may not
+    exceed for CPU and memory (the workers' hard rlimits are set from them).
+    """
+
+    def __init__(self, size: int = 2, limits: Limits | None = None, *, max_runs_per_worker: int = 1000,
+                 replace: bool = True) -> None:
+        if size < 1:
+            raise SyscallError(Errno.EINVAL, "sandbox pool size must be at least 1")
+        self.size = size
+        self.limits = limits or Limits()
+        self.max_runs_per_worker = max_runs_per_worker
+        self.replace = replace
+        self.isolation: Isolation | None = None
+        self._idle: list[_Worker] = []
+        self._slots: anyio.Semaphore | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the workers (concurrently); ``run`` calls this if needed."""
+        if self._slots is not None:
+            return
+        self._slots = anyio.Semaphore(self.size)
+
+        async def one() -> None:
+            await self._add(await _spawn(self.limits))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.size):
+                tg.start_soon(one)
+
+    async def _add(self, worker: _Worker) -> None:
+        """Park a fresh worker, unless the pool is closed or already full (runs that
+        raced ``start`` spawned their own)."""
+        if self._closed or len(self._idle) >= self.size:
+            await worker.kill()
+            return
+        self.isolation = worker.info
+        self._idle.append(worker)
+
+    async def run(self, source: str, *, limits: Limits | None = None, syscalls: SyscallHandler | None = None,
+                  syscall_names: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
+                  seed: int | None = None) -> Result:
+        """Run ``source`` in a worker.  ``syscall_names`` become functions in the
+        program (``name(**args)``) and bound ``sys_call(name, **args)``; None
+        exposes only ``sys_call``, for any name ``syscalls`` accepts."""
+        if self._closed:
+            raise SyscallError(Errno.EPIPE, "the sandbox is closed")
+        limits = limits or self.limits
+        if limits.cpu_seconds > self.limits.cpu_seconds or limits.memory_bytes > self.limits.memory_bytes:
+            raise SyscallError(Errno.EINVAL, "per-run cpu/memory limits exceed the sandbox's ceiling")
+        names = None if syscall_names is None else frozenset(syscall_names)
+        request = _encode_request(source, limits, names, inputs, seed)
+        await self.start()
+        assert self._slots is not None
+        async with self._slots:
+            worker = self._idle.pop() if self._idle else await _spawn(self.limits)
+            keep = False
+            try:
+                result, keep = await _Run(worker, request, limits, syscalls, names).drive()
+            finally:
+                await self._release(worker, keep)
+        return result
+
+    async def _release(self, worker: _Worker, keep: bool) -> None:
+        with anyio.CancelScope(shield=True):
+            if keep and not self._closed and worker.runs < self.max_runs_per_worker:
+                self._idle.append(worker)
+                return
+            await worker.kill()
+            if self.replace and not self._closed:
+                try:
+                    with anyio.fail_after(SPAWN_TIMEOUT):
+                        await self._add(await _spawn(self.limits))
+                except (SyscallError, TimeoutError):
+                    pass  # the next run spawns one itself
+
+    async def aclose(self) -> None:
+        """Kill every idle worker; runs still in flight finish and kill theirs."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for worker in idle:
+                    tg.start_soon(worker.kill)
+
+
+async def execute(source: str, *, limits: Limits | None = None, syscalls: SyscallHandler | None = None,
+                  syscall_names: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
+                  seed: int | None = None) -> Result:
+    """Run once in a fresh worker and leave nothing behind (convenient, not fast)."""
+    async with Sandbox(size=1, limits=limits, replace=False) as sandbox:
+        return await sandbox.run(source, syscalls=syscalls, syscall_names=syscall_names, inputs=inputs,
+                                 seed=seed)

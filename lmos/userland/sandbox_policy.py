@@ -1,0 +1,347 @@
+"""What sandboxed code may touch: guards, safe builtins and module proxies.
+
+RestrictedPython rewrites untrusted source so that every attribute read, item
+read, iteration, unpacking, augmented assignment, write and ``print`` goes
+through a hook named ``_getattr_``, ``_getitem_`` and so on.  This module
+supplies those hooks.  It is loaded inside the sandbox worker process (by file
+path, so importing it never drags in the rest of lmos) and imports only the
+standard library and RestrictedPython.
+
+The policy rests on three rules, each a backstop for the others:
+
+* no name or attribute that starts with ``_`` (compile time and run time),
+  plus RestrictedPython's list of inspection attributes (``gi_frame``,
+  ``f_back``, ``tb_frame`` ...) and ``str.format``;
+* no module, frame, code or traceback object ever comes out of a guard: a
+  module reached by any route (``json.codecs.sys``) is refused, and code only
+  ever sees small read-only proxies that carry chosen functions, never the
+  modules behind them (proxies have no ``__name__``, so ``from json import
+  decoder`` cannot fall back to ``sys.modules`` either);
+* every run gets fresh globals, a fresh copy of the builtins and a fresh class
+  registry, so nothing one program does is visible to the next.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math as _math
+import operator
+import types
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from RestrictedPython import compile_restricted_exec
+from RestrictedPython.Guards import (
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    safe_builtins,
+    safer_getattr,
+)
+from RestrictedPython.Guards import raise_ as _RAISE
+from RestrictedPython.transformer import ALLOWED_FUNC_NAMES
+
+if TYPE_CHECKING or __package__:
+    from lmos.userland.sandbox_proxies import IMPORTABLE, SHARED_MODULES, SafeNamespace, random_namespace
+else:  # inside the worker both modules are loaded by path, outside any package
+    from sandbox_proxies import IMPORTABLE, SHARED_MODULES, SafeNamespace, random_namespace
+
+FILENAME = "<sandbox>"
+_MISSING: Any = object()
+# Objects that lead out of the sandbox: refused as a guard's input or output.
+_OPAQUE = (types.ModuleType, types.FrameType, types.CodeType, types.TracebackType)
+_GENERATORS = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
+_GENERATOR_OK = frozenset({"send", "throw", "close"})
+_CLASS_KEYS = frozenset({"__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__"})
+
+
+class SyscallError(Exception):
+    """A failed syscall as sandboxed code sees it: ``errno`` (a name such as
+    ``"EPERM"``), ``code`` (its number) and ``message``."""
+
+    def __init__(self, errno: str, message: str, code: int = 0) -> None:
+        super().__init__(f"{errno}: {message}")
+        self.errno = errno
+        self.message = message
+        self.code = code
+
+
+class OutputLimitExceeded(Exception):
+    """Raised by ``print`` once the run's output budget is spent."""
+
+
+def _check_value(value: Any) -> Any:
+    if isinstance(value, _OPAQUE):
+        raise AttributeError(f"{type(value).__name__} objects are not reachable in the sandbox")
+    return value
+
+
+def guarded_getattr(obj: Any, name: Any, default: Any = _MISSING) -> Any:
+    """``_getattr_`` and the ``getattr`` builtin: RestrictedPython's
+    ``safer_getattr`` plus an exact-``str`` name, no ``_`` prefix, no
+    attributes of opaque objects and no opaque results."""
+    if type(name) is not str:
+        raise TypeError("attribute name must be a str")
+    if name[:1] == "_":
+        raise AttributeError(f'"{name}" is not accessible (names starting with "_" are private)')
+    if isinstance(obj, _OPAQUE) or (isinstance(obj, _GENERATORS) and name not in _GENERATOR_OK):
+        raise AttributeError(f'"{name}" of {type(obj).__name__} objects is not accessible')
+    try:
+        value = safer_getattr(obj, name, _RAISE)
+    except AttributeError:
+        if default is _MISSING:
+            raise
+        return default
+    return _check_value(value)
+
+
+def guarded_hasattr(obj: Any, name: Any) -> bool:
+    try:
+        guarded_getattr(obj, name)
+    except (AttributeError, NotImplementedError):
+        return False
+    return True
+
+
+def guarded_getitem(obj: Any, key: Any) -> Any:
+    return _check_value(obj[key])
+
+
+def guarded_apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return func(*args, **kwargs)
+
+
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
+    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
+    ">>=": operator.irshift, "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
+    "@=": operator.imatmul,
+}
+
+
+def guarded_inplacevar(op: str, target: Any, value: Any) -> Any:
+    func = _INPLACE.get(op)
+    if func is None:
+        raise SyntaxError(f"unsupported augmented assignment {op!r}")
+    return func(target, value)
+
+
+class _ReadOnly:
+    """What ``_write_`` hands back for objects the sandbox may not modify."""
+
+    __slots__ = ("_kind",)
+    _kind: str
+
+    def __init__(self, kind: str) -> None:
+        object.__setattr__(self, "_kind", kind)
+
+    def _deny(self, *args: Any) -> None:
+        raise TypeError(f"{self._kind} objects are read-only in the sandbox")
+
+    __setattr__ = __delattr__ = __setitem__ = __delitem__ = _deny
+
+
+class OutputBuffer:
+    """Everything the run printed, capped at ``limit`` bytes (UTF-8)."""
+
+    def __init__(self, limit: int, abort: Callable[[str], Any] | None = None) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit
+        self.exceeded = False
+        self.abort = abort  # ends the run for good if the program prints on after the overflow
+
+    def write(self, text: str) -> None:
+        if self.exceeded:
+            if self.abort is not None:
+                self.abort(f"output limit exceeded ({self.limit} bytes)")
+            raise OutputLimitExceeded("output limit exceeded")
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if self.size + size > self.limit:
+            room = self.limit - self.size
+            self.parts.append(text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore"))
+            self.size = self.limit
+            self.exceeded = True
+            raise OutputLimitExceeded(f"output limit exceeded ({self.limit} bytes)")
+        self.parts.append(text)
+        self.size += size
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+class _Printer:
+    """The ``_print`` object RestrictedPython creates per scope; ``print`` calls
+    ``_call_print`` and the name ``printed`` calls the object."""
+
+    __slots__ = ("_out",)
+
+    def __init__(self, out: OutputBuffer) -> None:
+        self._out = out
+
+    def _call_print(self, *objects: Any, sep: str | None = " ", end: str | None = "\n",
+                    flush: bool = False, **other: Any) -> None:
+        if other:
+            raise TypeError("print() in the sandbox accepts only sep, end and flush")
+        if (sep is not None and type(sep) is not str) or (end is not None and type(end) is not str):
+            raise TypeError("sep and end must be str or None")
+        text = (" " if sep is None else sep).join(map(str, objects)) + ("\n" if end is None else end)
+        self._out.write(text)
+
+    def __call__(self) -> str:
+        return self._out.getvalue()
+
+
+_EXTRA_BUILTINS: dict[str, Any] = {
+    name: getattr(builtins, name)
+    for name in ("list", "tuple", "dict", "set", "frozenset", "sorted", "reversed", "enumerate", "zip",
+                 "map", "filter", "min", "max", "sum", "any", "all", "iter", "next", "format", "bin",
+                 "ascii", "object", "bytes", "bytearray", "property", "staticmethod", "classmethod",
+                 "NotImplemented", "ArithmeticError", "LookupError", "RecursionError",
+                 "StopAsyncIteration", "TimeoutError", "ConnectionError", "PermissionError",
+                 "FileNotFoundError")
+}
+_SAFE_EXCEPTIONS = frozenset(v for v in (*safe_builtins.values(), *_EXTRA_BUILTINS.values())
+                             if isinstance(v, type) and issubclass(v, BaseException))
+_BASE_BUILTINS = {k: v for k, v in safe_builtins.items()
+                  if k not in ("_getattr_", "setattr", "delattr", "__build_class__")}
+
+
+class RunPolicy:
+    """The per-run state behind the guards: output buffer, class registry and
+    the builtins dict.  One instance per run; nothing survives the run."""
+
+    def __init__(self, *, output_limit: int, seed: int, abort: Callable[[str], Any] | None = None) -> None:
+        self.output = OutputBuffer(output_limit, abort)
+        self.classes: set[type] = set()
+        self.modules = dict(SHARED_MODULES, random=random_namespace(seed))
+
+    def write_guard(self, obj: Any) -> Any:
+        """``_write_``: lists, dicts and the run's own classes and instances
+        may be modified; everything else is read-only."""
+        kind = type(obj)
+        if kind in (dict, list, bytearray) or kind in self.classes or (kind is type and obj in self.classes):
+            return obj
+        return _ReadOnly(kind.__name__)
+
+    def setattr(self, obj: Any, name: Any, value: Any) -> None:
+        if type(name) is not str or name.startswith("_"):
+            raise AttributeError("attribute names must be str and must not start with '_'")
+        setattr(self.write_guard(obj), name, value)
+
+    def delattr(self, obj: Any, name: Any) -> None:
+        if type(name) is not str or name.startswith("_"):
+            raise AttributeError("attribute names must be str and must not start with '_'")
+        delattr(self.write_guard(obj), name)
+
+    def metaclass(self, name: str, bases: tuple[Any, ...], namespace: dict[str, Any], **kw: Any) -> type:
+        """``__metaclass__`` for ``class`` statements: plain bases only and no
+        hooks beyond RestrictedPython's allowed magic methods."""
+        if kw:
+            raise TypeError("class keywords are not allowed in the sandbox")
+        for base in bases:
+            if not (base is object or base in _SAFE_EXCEPTIONS or base is SyscallError
+                    or (type(base) is type and base in self.classes)):
+                label = getattr(base, "__name__", "this object")
+                raise TypeError(f"cannot subclass {label!r} in the sandbox")
+        for key in namespace:
+            if type(key) is not str or (key.startswith("_") and key not in _CLASS_KEYS
+                                        and key not in ALLOWED_FUNC_NAMES):
+                raise TypeError(f"class attribute {key!r} is not allowed in the sandbox")
+        cls = type(name, bases, dict(namespace))
+        self.classes.add(cls)
+        return cls
+
+    def import_(self, name: Any, globals: Any = None, locals: Any = None, fromlist: Any = (),
+                level: int = 0) -> SafeNamespace:
+        if type(name) is not str or level != 0 or name not in IMPORTABLE:
+            raise ImportError(f"import of {name!r} is not allowed in the sandbox "
+                              f"(available: {', '.join(sorted(IMPORTABLE))})")
+        return self.modules[name]
+
+    def builtins(self, extra: dict[str, Any]) -> dict[str, Any]:
+        out = dict(_BASE_BUILTINS)
+        out.update(_EXTRA_BUILTINS)
+        out.update(
+            __build_class__=builtins.__build_class__, __import__=self.import_,
+            getattr=guarded_getattr, hasattr=guarded_hasattr, setattr=self.setattr, delattr=self.delattr,
+            SyscallError=SyscallError, OutputLimitExceeded=OutputLimitExceeded,
+        )
+        out.update(self.modules)
+        out.update(extra)
+        return out
+
+    def globals(self, inputs: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        """Fresh globals holding every hook RestrictedPython's output calls."""
+        glb: dict[str, Any] = {
+            "__builtins__": self.builtins(extra), "__name__": "__sandbox__", "__metaclass__": self.metaclass,
+            "_getattr_": guarded_getattr, "_getitem_": guarded_getitem, "_getiter_": iter,
+            "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+            "_unpack_sequence_": guarded_unpack_sequence, "_write_": self.write_guard,
+            "_inplacevar_": guarded_inplacevar, "_apply_": guarded_apply,
+            "_print_": lambda _getattr=None: _Printer(self.output),
+        }
+        glb.update(inputs)
+        return glb
+
+
+class CompileFailed(Exception):
+    """The source was rejected by the parser or by RestrictedPython's policy."""
+
+
+def compile_source(source: str) -> types.CodeType:
+    result = compile_restricted_exec(source, filename=FILENAME)
+    if result.errors or result.code is None:
+        raise CompileFailed("; ".join(result.errors) or "compilation failed")
+    return result.code
+
+
+def to_json(value: Any, budget: int, depth: int = 0) -> tuple[Any, int]:
+    """Copy ``value`` if it is JSON-representable (exact types only, tuples
+    become lists, finite floats), charging its rough encoded size to
+    ``budget``; raise ``ValueError`` if it is not or does not fit."""
+    kind = type(value)
+    if depth > 64 or budget < 0:
+        raise ValueError("nested too deeply or too large")
+    if value is None or kind is bool:
+        return value, budget - 5
+    if kind is int:
+        if value.bit_length() > 4000:
+            raise ValueError("integer too large")
+        return value, budget - 20
+    if kind is float:
+        if not _math.isfinite(value):
+            raise ValueError("not a finite float")
+        return value, budget - 24
+    if kind is str:
+        budget -= len(value) + 2
+        if budget < 0:
+            raise ValueError("too large")
+        return value, budget
+    if kind is list or kind is tuple:
+        out = []
+        for item in value:
+            item, budget = to_json(item, budget - 1, depth + 1)
+            out.append(item)
+        return out, budget
+    if kind is dict:
+        obj = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueError("dict keys must be str")
+            obj[key], budget = to_json(item, budget - len(key) - 4, depth + 1)
+        return obj, budget
+    raise ValueError(f"{kind.__name__} is not JSON")
+
+
+def namespace_of(glb: dict[str, Any], skip: Iterable[str], budget: int) -> dict[str, Any]:
+    """The JSON-representable top-level names a program left bound."""
+    skipped = set(skip)
+    out: dict[str, Any] = {}
+    for name, value in list(glb.items()):
+        if name.startswith("_") or name in skipped:
+            continue
+        try:
+            out[name], budget = to_json(value, budget)
+        except (ValueError, RecursionError):
+            continue
+    return out
