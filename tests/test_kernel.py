@@ -268,3 +268,22 @@ async def test_kv_pressure_swaps_or_drops_and_output_is_unchanged() -> None:
         assert out == {i: f"prompt number {i}" for i in range(6)}
         assert drv.used == 0
         assert any(m[0] in ("drop", "swap_out") for m in drv.moves)  # pressure was resolved by moves
+
+
+class FailingDriver(ScriptedDriver):
+    """Fails its third step, as a driver with a device error would."""
+
+    def step(self, plan: Any) -> dict[int, int | None]:
+        if self.steps == 2:
+            self.steps += 1
+            raise RuntimeError("device lost")
+        return super().step(plan)
+
+
+async def test_a_failing_driver_step_fails_requests_not_the_kernel() -> None:
+    async with kernel(FailingDriver("cycle")) as k:
+        with pytest.raises(SyscallError) as ei:
+            await k.complete("x", max_tokens=10)
+        assert ei.value.errno is Errno.EIO and "device lost" in ei.value.message
+        r = await k.complete("y", max_tokens=10)  # the scheduler is still running
+        assert len(r.token_ids) == 10

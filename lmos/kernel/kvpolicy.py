@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from lmos.drivers.base import Driver, KVLocation, StepPlan
+from lmos.drivers.base import Driver, KVCost, KVLocation, StepPlan
 from lmos.kernel.process import Process
 
 Mode = Literal["adaptive", "keep", "swap", "drop"]
@@ -40,6 +40,7 @@ class KVAdvisor:
         self.blocked: dict[int, str] = {}  # pid -> syscall it is blocked in
         self._moves: dict[int, Move] = {}
         self.counts = {"keep": 0, "swap": 0, "drop": 0, "evict_swap": 0, "evict_drop": 0}
+        self.swap_ok = True  # cleared when host swap space ran out
 
     # -- bookkeeping -------------------------------------------------------
     def track(self, pid: int) -> None:
@@ -52,6 +53,23 @@ class KVAdvisor:
 
     def location(self, pid: int) -> str:
         return self.loc.get(pid, "device")
+
+    def resync(self, pid: int) -> None:
+        """Read ``pid``'s KV location back from the driver (after a failed step)."""
+        if pid not in self.loc:
+            return
+        try:
+            where = self.driver.cost(pid).location
+        except Exception:
+            return
+        self.loc[pid] = {KVLocation.DEVICE: "device", KVLocation.HOST: "host"}.get(where, "none")
+
+    def _pick(self, c: KVCost) -> Move:
+        if self.mode == "swap" and self.swap_ok:
+            return "swap"
+        if self.mode in ("swap", "drop") or not self.swap_ok:
+            return "drop"
+        return "swap" if c.swap_seconds <= c.recompute_seconds else "drop"
 
     def mark(self, pid: int, where: str) -> None:
         if pid in self.loc:
@@ -86,9 +104,9 @@ class KVAdvisor:
         self.expected[name] = seconds if old is None else old + self.alpha * (seconds - old)
 
     def _choose(self, pid: int, seconds: float, *, blocked: bool) -> Move | None:
-        if self.mode == "swap":
+        if self.mode == "swap" and self.swap_ok:
             return "swap"
-        if self.mode == "drop":
+        if self.mode in ("swap", "drop"):
             return "drop"
         if self.mode == "keep" and blocked:
             return None
@@ -102,7 +120,7 @@ class KVAdvisor:
                 return None  # nobody is short of memory: keeping is free
             if seconds < min(c.swap_seconds, c.recompute_seconds):
                 return None  # back before a move would pay for itself
-        return "swap" if c.swap_seconds <= c.recompute_seconds else "drop"
+        return self._pick(c)
 
     # -- applying moves inside a plan -------------------------------------
     def fill_moves(self, plan: StepPlan) -> None:
@@ -146,11 +164,7 @@ class KVAdvisor:
             c = self.driver.cost(pid)
             if c.exclusive_blocks == 0:
                 continue
-            move: Move
-            if self.mode in ("swap", "drop"):
-                move = self.mode  # type: ignore[assignment]
-            else:
-                move = "swap" if c.swap_seconds <= c.recompute_seconds else "drop"
+            move = self._pick(c)
             self._put(plan, pid, move)
             self.counts["evict_" + move] += 1
             chosen.add(pid)

@@ -15,6 +15,7 @@ ones first, by swap or drop according to :mod:`lmos.kernel.kvpolicy`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from lmos.kernel.process import Process, State
 if TYPE_CHECKING:
     from lmos.kernel.request import GenRequest
 
+log = logging.getLogger("lmos.scheduler")
 TokenHook = Callable[[Process, "GenRequest", int, int], None]
 
 
@@ -92,11 +94,16 @@ class Scheduler:
                 else:
                     stalled = False
                     t1 = time.perf_counter()
-                    if self.threaded:
-                        results = await anyio.to_thread.run_sync(self.driver.step, plan)
-                    else:
-                        results = self.driver.step(plan)
-                    self.step_seconds += time.perf_counter() - t1
+                    try:
+                        if self.threaded:
+                            results = await anyio.to_thread.run_sync(self.driver.step, plan)
+                        else:
+                            results = self.driver.step(plan)
+                    except Exception as exc:  # a driver failure must not take the kernel down
+                        self._step_failed(plan, picked, exc)
+                        continue
+                    finally:
+                        self.step_seconds += time.perf_counter() - t1
                     self.kv.applied(plan)
             if stalled:
                 # Nothing fits (all stopped, or KV exhausted by pinned sequences):
@@ -221,6 +228,21 @@ class Scheduler:
             if q.state is State.READY:
                 q.set_state(State.RUNNING, now)
         self.running = new_running
+
+    def _step_failed(self, plan: StepPlan, picked: list[Process], exc: Exception) -> None:
+        """Recover from a failed step: re-read KV locations; fail requests only if the
+        forward pass itself failed (a failed move is retried with the move disabled)."""
+        err = exc if isinstance(exc, SyscallError) else SyscallError(Errno.EIO, f"driver step failed: {exc}")
+        moved = plan.swap_out + plan.swap_in + plan.drop
+        for pid in moved:
+            self.kv.resync(pid)
+        if moved and err.errno is Errno.ENOMEM and plan.swap_out:
+            log.warning("swap failed (%s); evicting by recompute from now on", err.message)
+            self.kv.swap_ok = False
+            return
+        log.error("driver step failed: %s", err)
+        for p in picked:
+            self.fail(p, err)
 
     def _complete(self, p: Process, req: GenRequest, now: float) -> None:
         self.runnable.pop(p.pid, None)
