@@ -1,0 +1,131 @@
+"""The chat format of lmos models: markers, rendering, tool calls and the Jinja template.
+
+One conversation renders as::
+
+    <|system|>You are lmos, a helpful assistant with tools.<|end|>
+    <|user|>what is 12 * 7?<|end|>
+    <|assistant|><|call|>{"tool": "calc", "args": {"expr": "12 * 7"}}<|end|>
+    <|tool|>84<|end|>
+    <|assistant|>12 * 7 = 84.<|end|>
+
+Every marker is one special token.  The model writes what follows ``<|assistant|>``
+up to and including ``<|end|>``; the newline after ``<|end|>`` belongs to the
+framing, which the agent loop (not the model) appends.  This module is the one
+place that knows the format: the corpus writer, the loss mask, the tokenizer's
+chat template and the evaluators all go through it, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SYSTEM = "<|system|>"
+USER = "<|user|>"
+ASSISTANT = "<|assistant|>"
+TOOL = "<|tool|>"
+CALL = "<|call|>"
+END = "<|end|>"
+PAD = "<|pad|>"
+BOS = "<|bos|>"
+
+ROLE_MARKERS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT, "tool": TOOL}
+SPECIAL_TOKENS = [PAD, BOS, SYSTEM, USER, ASSISTANT, TOOL, CALL, END]
+DEFAULT_SYSTEM_PROMPT = "You are lmos, a helpful assistant with tools."
+
+Message = dict[str, Any]
+
+# The Jinja template shipped in tokenizer_config.json.  It produces exactly what
+# :func:`render` produces (a test checks this), so ``apply_chat_template`` and the
+# training data agree token for token.
+CHAT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'assistant' and m.get('tool_calls') -%}"
+    "{%- set c = m['tool_calls'][0] -%}"
+    "{%- set f = c['function'] if c.get('function') else c -%}"
+    "{{- '<|assistant|><|call|>' + ({'tool': f['name'], 'args': f['arguments']} | tojson) + '<|end|>\\n' -}}"
+    "{%- else -%}"
+    "{{- '<|' + m['role'] + '|>' + (m['content'] or '') + '<|end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- endif -%}"
+)
+
+
+def call_of(message: Message) -> tuple[str, dict[str, Any]] | None:
+    """The (tool, args) an assistant message carries, or None for a plain answer.
+
+    Accepts the flat ``{"name", "arguments"}`` shape and the OpenAI/transformers
+    ``{"type": "function", "function": {...}}`` shape, since both are common in
+    chat data people bring to fine-tune on.
+    """
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return None
+    call = calls[0]
+    fn = call.get("function") or call
+    return str(fn["name"]), dict(fn.get("arguments") or {})
+
+
+def call_text(tool: str, args: dict[str, Any]) -> str:
+    """The assistant text of a tool call: ``<|call|>`` + compact JSON with default separators."""
+    return CALL + json.dumps({"tool": tool, "args": args}, ensure_ascii=False)
+
+
+def assistant_text(message: Message) -> str:
+    """What the model itself writes for an assistant message (without the closing ``<|end|>``)."""
+    call = call_of(message)
+    if call is not None:
+        return call_text(*call)
+    return str(message.get("content") or "")
+
+
+def segments(messages: list[Message]) -> list[tuple[str, bool]]:
+    """Split a conversation into (text, trained) pieces for the loss mask.
+
+    The trained pieces are exactly what the model must generate: an assistant
+    turn's text and its closing ``<|end|>``.  Each piece starts at a special
+    token or right after one, so tokenizing the pieces one by one gives the same
+    ids as tokenizing the whole rendering.
+    """
+    out: list[tuple[str, bool]] = []
+    for m in messages:
+        role = m["role"]
+        if role == "assistant":
+            out.append((ASSISTANT, False))
+            out.append((assistant_text(m) + END, True))
+            out.append(("\n", False))
+        else:
+            out.append((ROLE_MARKERS[role] + str(m.get("content") or "") + END + "\n", False))
+    return out
+
+
+def render(messages: list[Message], add_generation_prompt: bool = False) -> str:
+    """The whole conversation as text, identical to the tokenizer's chat template."""
+    text = "".join(piece for piece, _ in segments(messages))
+    return text + (ASSISTANT if add_generation_prompt else "")
+
+
+def parse_call(text: str) -> tuple[str, dict[str, Any]] | None:
+    """Parse a generated assistant turn; return (tool, args) if it is a well-formed call.
+
+    Returns None for a plain answer; raises ValueError for text that starts like a
+    call but is not valid JSON of the right shape, so callers can report it.
+    """
+    text = text.strip()
+    if text.endswith(END):
+        text = text[: -len(END)]
+    if not text.startswith(CALL):
+        return None
+    payload = json.loads(text[len(CALL) :])
+    if not isinstance(payload, dict) or not isinstance(payload.get("tool"), str):
+        raise ValueError("a call must be a JSON object with a string 'tool'")
+    args = payload.get("args", {})
+    if not isinstance(args, dict):
+        raise ValueError("a call's 'args' must be a JSON object")
+    return payload["tool"], args
+
+
+def call_message(tool: str, args: dict[str, Any]) -> Message:
+    """An assistant message carrying one tool call, in the flat JSONL shape."""
+    return {"role": "assistant", "content": "", "tool_calls": [{"name": tool, "arguments": args}]}

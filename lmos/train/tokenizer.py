@@ -1,0 +1,73 @@
+"""Building the BPE tokenizer of a model trained from scratch.
+
+The pre-tokenizer cuts text into runs of letters, single digits, single
+punctuation marks and runs of whitespace before BPE merges anything.  Merges
+therefore never cross those boundaries, so a value tokenizes the same wherever
+it appears: ``u1dtin`` after a space in the user turn, after a quote in the
+call's JSON and alone in the tool result are the same ids.  That is what lets a
+tiny model copy values it has never seen, piece by piece.  Bytes are mapped
+with the byte-level alphabet, so any text (any language, emoji) encodes without
+an unknown token.
+
+The result is saved as a transformers ``PreTrainedTokenizerFast`` with the chat
+template of :mod:`lmos.train.chatformat`, ``<|end|>`` as end-of-sequence and
+``<|pad|>`` as padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lmos.train.chatformat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS, assistant_text
+from lmos.train.data import Conversation
+
+SPLIT_PATTERN = r"\s+|\p{L}+|\p{N}|[^\s\p{L}\p{N}]"
+
+
+def _texts(conversations: Iterable[Conversation]) -> Iterator[str]:
+    """The plain text of each message (markers excluded: they are special tokens)."""
+    for conv in conversations:
+        for m in conv.messages:
+            yield assistant_text(m) if m["role"] == "assistant" else str(m.get("content") or "")
+
+
+def train_tokenizer(conversations: Iterable[Conversation], vocab_size: int = 1024) -> Any:
+    """Train a byte-level BPE on the conversations; return a ``PreTrainedTokenizerFast``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(_texts(conversations), trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=END,
+        pad_token=PAD,
+        bos_token=BOS,
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (END, PAD, BOS)],
+        model_max_length=4096,
+        clean_up_tokenization_spaces=False,
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """Load a saved tokenizer from a model directory, offline."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
