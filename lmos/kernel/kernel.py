@@ -212,17 +212,16 @@ class KernelCore:
 
     async def wait(self, caller: Process, pid: int | None = None, timeout: float | None = None) -> Process:
         """Wait for a child (or, for init, any process) to end; reap and return it."""
-        with anyio.fail_after(timeout) if timeout is not None else _null():
-            try:
+        try:
+            with anyio.fail_after(timeout) if timeout is not None else _null():
                 while True:
                     found = self._find_zombie(caller, pid)
                     if found is not None:
                         self._reap(found)
                         return found
                     await self._exited.wait()
-            except TimeoutError:
-                raise SyscallError(Errno.ETIMEDOUT, "wait timed out") from None
-        raise AssertionError("unreachable")
+        except TimeoutError:
+            raise SyscallError(Errno.ETIMEDOUT, "wait timed out") from None
 
     def _find_zombie(self, caller: Process, pid: int | None) -> Process | None:
         if pid is not None:

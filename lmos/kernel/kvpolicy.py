@@ -29,7 +29,7 @@ class KVAdvisor:
     """Tracks each sequence's KV location and decides moves for one driver."""
 
     def __init__(self, driver: Driver, mode: Mode = "adaptive", *, pressure: float = 0.25,
-                 prior_seconds: float = 0.05, alpha: float = 0.3) -> None:
+                 prior_seconds: float = 0.05, alpha: float = 0.3, keep_steps: int = 32) -> None:
         self.driver = driver
         self.mode: Mode = mode
         self.pressure = pressure  # below this fraction of free blocks the pool is "under pressure"
@@ -41,6 +41,8 @@ class KVAdvisor:
         self._moves: dict[int, Move] = {}
         self.counts = {"keep": 0, "swap": 0, "drop": 0, "evict_swap": 0, "evict_drop": 0}
         self.swap_ok = True  # cleared when host swap space ran out
+        self.step_seconds = 0.0  # EMA of a model step, fed by the scheduler
+        self.keep_steps = keep_steps
 
     # -- bookkeeping -------------------------------------------------------
     def track(self, pid: int) -> None:
@@ -118,7 +120,10 @@ class KVAdvisor:
             total = max(1, drv.limits.num_blocks)
             if drv.kv_free() / total >= self.pressure:
                 return None  # nobody is short of memory: keeping is free
-            if seconds < min(c.swap_seconds, c.recompute_seconds):
+            # A moved-out process must be re-admitted when it returns, which waits for free
+            # blocks; that only pays when it is away for many steps, not just longer than a copy.
+            horizon = max(min(c.swap_seconds, c.recompute_seconds), self.keep_steps * self.step_seconds)
+            if seconds < horizon:
                 return None  # back before a move would pay for itself
         return self._pick(c)
 
@@ -156,6 +161,10 @@ class KVAdvisor:
                               if where == "device" and pid not in runnable and pid not in chosen]
         if self.mode == "keep":
             victims = [pid for pid in victims if pid not in self.blocked]
+        elif self.mode == "adaptive":  # a process due back within the keep horizon is not worth moving
+            horizon = self.keep_steps * self.step_seconds
+            victims = [pid for pid in victims
+                       if pid not in self.blocked or self.expect(self.blocked[pid]) >= horizon]
         victims.sort(key=lambda pid: -self.expect(self.blocked.get(pid, "")))
         victims += [p.pid for p in reversed(later) if self.loc.get(p.pid) == "device"]
         for pid in victims:
@@ -171,8 +180,11 @@ class KVAdvisor:
             freed += c.exclusive_blocks
         return freed
 
-    def applied(self, plan: StepPlan) -> None:
-        """Hook after the driver ran ``plan`` (locations were updated when planned)."""
+    def applied(self, plan: StepPlan, seconds: float) -> None:
+        """The driver ran ``plan`` in ``seconds`` (locations were updated when planned)."""
+        if plan.items:
+            s = self.step_seconds
+            self.step_seconds = seconds if s == 0.0 else s + 0.1 * (seconds - s)
 
     def held(self, pids: Iterable[int]) -> int:
         return sum(1 for p in pids if self.loc.get(p) == "device")

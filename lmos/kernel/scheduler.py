@@ -103,8 +103,9 @@ class Scheduler:
                         self._step_failed(plan, picked, exc)
                         continue
                     finally:
-                        self.step_seconds += time.perf_counter() - t1
-                    self.kv.applied(plan)
+                        dt = time.perf_counter() - t1
+                        self.step_seconds += dt
+                    self.kv.applied(plan, dt)
             if stalled:
                 # Nothing fits (all stopped, or KV exhausted by pinned sequences):
                 # wait until something changes instead of spinning.
@@ -157,15 +158,21 @@ class Scheduler:
             n = 1 if pend == 1 else min(pend, prefill_budget, budget)
             need = drv.kv_needed(pid, n)
             if need > free:
-                later = [q for q, _ in wanted[i + 1:]] + ordered[len(wanted):]
+                # A running decode may preempt lower-ranked runnable sequences; an admission
+                # (prefill, recompute, swap-in) only takes blocks from blocked or idle ones, so
+                # runnable processes never thrash each other's KV out.
+                decoding = pend == 1 and self.kv.location(pid) == "device"
+                later = [q for q, _ in wanted[i + 1:]] + ordered[len(wanted):] if decoding else []
                 free += self.kv.make_room(need - free, plan, chosen, later, self.runnable)
             if need > free and n > 1:
                 n = self._fit(pid, n, free)
                 need = drv.kv_needed(pid, n) if n else 0
             if n <= 0 or need > free:
                 continue
-            if self.kv.location(pid) == "host":
-                plan.swap_in.append(pid)
+            where = self.kv.location(pid)
+            if where != "device":  # swapped: bring it back; dropped: its recompute starts now
+                if where == "host":
+                    plan.swap_in.append(pid)
                 self.kv.mark(pid, "device")
             free -= need
             budget -= n
