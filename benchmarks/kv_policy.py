@@ -78,8 +78,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     procs, rounds, prompt_len = (8, 3, 64) if args.quick else (12, 4, 96)
     longest = prompt_len + rounds * (32 + 16)
     cfg = model.config
-    token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) \
-        * next(model.parameters()).element_size()
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    elem = next(model.parameters()).element_size()
+    token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * elem
     demand_blocks = procs * -(-longest // BLOCK)
     kv_bytes = (demand_blocks // 2) * BLOCK * token_bytes
     print(f"{procs} agents x {rounds} rounds, pool = {demand_blocks // 2} of {demand_blocks} blocks demanded",
@@ -89,16 +90,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     worst_ratio = 1e9
     for block_s in (0.001, 0.05, 0.5):
         tag = f"{int(block_s * 1000)}ms"
+        runs: dict[str, list[float]] = {p: [] for p in POLICIES}
+        counts: dict[str, dict[str, int]] = {}
+        for r in range(args.runs):  # interleaved, so machine noise hits every policy alike
+            for policy in POLICIES:
+                tps, counts[policy] = await run_once(model, policy, block_s, procs, rounds, prompt_len,
+                                                     kv_bytes, seed=r)
+                runs[policy].append(tps)
         med: dict[str, float] = {}
         for policy in POLICIES:
-            runs = []
-            counts: dict[str, int] = {}
-            for r in range(args.runs):
-                tps, counts = await run_once(model, policy, block_s, procs, rounds, prompt_len, kv_bytes, seed=r)
-                runs.append(tps)
-            med[policy] = statistics.median(runs)
+            med[policy] = statistics.median(runs[policy])
             out[f"tok_s_{policy}_{tag}"] = round(med[policy], 1)
-            print(f"  block {tag:>6} {policy:>8}: {med[policy]:8.1f} tok/s  moves {counts}", file=sys.stderr)
+            print(f"  block {tag:>6} {policy:>8}: {med[policy]:8.1f} tok/s  moves {counts[policy]}",
+                  file=sys.stderr)
         best_fixed = max(med[p] for p in ("keep", "swap", "drop"))
         ratio = med["adaptive"] / best_fixed
         worst_ratio = min(worst_ratio, ratio)

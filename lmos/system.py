@@ -30,10 +30,13 @@ from lmos.kernel.events import Event
 from lmos.kernel.journal import Journal
 from lmos.kernel.kernel import INIT_PID, KernelCore
 from lmos.kernel.process import Signal
+from lmos.syscalls import confirm as _confirm
+from lmos.syscalls import tool as _tool
 from lmos.syscalls.client import Sys
 from lmos.syscalls.table import AppSpec, ProgramRegistry, Syscalls
 from lmos.syscalls.types import ProcInfo, Usage, WaitReply
 from lmos.userland.coreutils import APPS as COREUTILS
+from lmos.userland.tools import builtin_tools, load_entry_points
 
 ModelArg = Driver | str | os.PathLike[str] | None
 Main = Callable[[Sys, list[str]], Awaitable[Any]]
@@ -49,6 +52,17 @@ class Completion(msgspec.Struct, kw_only=True):
     usage: Usage
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+class ChatResult(msgspec.Struct, kw_only=True):
+    """What :meth:`Kernel.chat` returns: the final message and the tool calls made on the way."""
+
+    text: str
+    calls: list[dict[str, Any]]  # {"tool", "args", "result", "ok"} in order
+    steps: int
+    finish_reason: str  # "answer" | "max_steps" | "length" | "quota"
+    pid: int
+    usage: Usage
 
 
 async def _complete_main(sys: Sys, argv: list[str]) -> Any:
@@ -81,7 +95,9 @@ class Kernel:
     """The embedding API.  Use as ``async with Kernel(...) as k``."""
 
     def __init__(self, model: ModelArg = None, *, policy: str | None = None, state_dir: str | None = None,
-                 config: Config | None = None, model_name: str = "default", **settings: Any) -> None:
+                 config: Config | None = None, model_name: str = "default",
+                 confirm: _confirm.ConfirmPolicy | None = None, plugins: bool = True,
+                 **settings: Any) -> None:
         if config is None:
             config = load_config(policy=policy, state_dir=state_dir, **settings)
         else:
@@ -99,6 +115,13 @@ class Kernel:
                                        description="one generation (Kernel.complete)"))
         for spec in COREUTILS:
             self.programs.register(spec)
+        # Irreversible actions need the user's yes; with no policy they are refused
+        # (see lmos.syscalls.confirm for why that is the safe default).
+        self.confirm = confirm
+        self.tools = _tool.ToolRegistry()
+        for t in builtin_tools():
+            self.tools.register(t)
+        _register_userland(self.programs, self.tools, plugins)
 
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Kernel:
@@ -120,6 +143,8 @@ class Kernel:
         self.core = core
         core.attach(tg)
         core.add_driver(self._model_name, driver)
+        _tool.install(core, self.tools)
+        _confirm.set_policy(core, self.confirm)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -188,6 +213,46 @@ class Kernel:
         return Completion(text=r["text"], token_ids=r["token_ids"], finish_reason=r["finish_reason"],
                           pid=pid, usage=w.usage, prompt_tokens=r["prompt_tokens"],
                           completion_tokens=r["completion_tokens"])
+
+    async def chat(self, messages: list[dict[str, Any]], tools: list[str] | None = None, *,
+                   max_steps: int = 8,
+                   max_tokens: int = 256, caps: list[str] | None = None, model: str | None = None,
+                   uid: int | None = None, **sampling: Any) -> ChatResult:
+        """Run the agent loop on ``messages`` as a fresh process; ``tools`` are the tools it may call.
+
+        The process gets ``llm``, ``tool:NAME`` for each tool and, unless ``caps``
+        says otherwise, whole-tree ``fs.read``/``fs.write`` when a file tool is
+        asked for.  ``sampling`` (temperature, top_p, seed ...) goes to every step.
+        """
+        from lmos.userland.agent import run_agent
+
+        names = list(tools or [])
+        for n in names:
+            self.tools.get(n)  # ENOENT for an unknown tool, before anything runs
+        granted = set(caps) if caps is not None else {"llm"} | (
+            {"fs.read", "fs.write"} if {"fs_read", "fs_write", "fs_list", "search"} & set(names) else set())
+        granted |= {f"tool:{n}" for n in names}
+        spec = {"messages": messages, "tools": names, "max_steps": max_steps, "max_tokens": max_tokens,
+                "sampling": sampling}
+
+        async def chat_main(sys: Sys, argv: list[str]) -> Any:
+            a = json.loads(argv[0])
+            r = await run_agent(sys, a["messages"], tools=a["tools"], max_steps=a["max_steps"],
+                                max_tokens=a["max_tokens"], **a["sampling"])
+            return msgspec.to_builtins(r)
+
+        name = f"chat#{next(self._seq)}"
+        self.programs.register(AppSpec(name, chat_main, frozenset(granted), description="Kernel.chat"))
+        try:
+            pid = await self.syscall("spawn", app=name, argv=[json.dumps(spec)], model=model, uid=uid)
+        finally:
+            self.programs.unregister(name)
+        w = await self.wait(int(pid.pid))
+        if w.exit_status != 0:
+            raise SyscallError(w.errno or Errno.EIO, _strip_errno(w.error or f"exit status {w.exit_status}"))
+        r = w.result
+        return ChatResult(text=r["text"], calls=r["calls"], steps=r["steps"],
+                          finish_reason=r["finish_reason"], pid=int(pid.pid), usage=w.usage)
 
     async def spawn(self, app: str | Main, argv: list[str] | None = None, *, model: str | None = None,
                     caps: list[str] | None = None, priority: int = 0, weight: float = 1.0,
@@ -259,3 +324,22 @@ def _strip_errno(msg: str) -> str:
     name, sep, rest = msg.partition(": ")
     return rest if sep and name in Errno.__members__ else msg
 
+
+
+def _register_userland(programs: ProgramRegistry, tools: _tool.ToolRegistry, plugins: bool) -> None:
+    """Built-in apps from their manifests, then operator tools/apps from entry points."""
+    from lmos.userland.apps import builtin_apps
+    from lmos.userland.manifest import Manifest, app_spec
+
+    for spec in builtin_apps():
+        programs.register(spec)
+    if not plugins:
+        return
+    for t in load_entry_points("lmos.tools"):
+        if isinstance(t, _tool.Tool):
+            tools.register(t)
+    for a in load_entry_points("lmos.apps"):
+        if isinstance(a, Manifest):
+            a = app_spec(a, trusted=True)
+        if isinstance(a, AppSpec):
+            programs.register(a)

@@ -45,6 +45,26 @@ MIGRATIONS: list[str] = [
         cap TEXT, decision TEXT, errno INTEGER, duration_us INTEGER, digest TEXT);
     CREATE INDEX audit_pid ON audit(pid);
     """,
+    # v2 (userland): the per-user virtual filesystem and the kv_get/kv_set store.
+    """
+    CREATE TABLE files (
+        uid INTEGER NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL, data BLOB,
+        size INTEGER NOT NULL DEFAULT 0, owner INTEGER NOT NULL, tainted INTEGER NOT NULL DEFAULT 0,
+        mtime REAL NOT NULL, PRIMARY KEY (uid, path));
+    CREATE TABLE kvstore (
+        uid INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, mtime REAL NOT NULL,
+        PRIMARY KEY (uid, key));
+    """,
+    # v3 (context memory): swapped/resident context pages and core memory, per pid.
+    """
+    CREATE TABLE mem_pages (
+        pid INTEGER NOT NULL, page INTEGER NOT NULL, pos INTEGER NOT NULL, role TEXT NOT NULL,
+        title TEXT NOT NULL, text TEXT NOT NULL, tokens BLOB NOT NULL, ntokens INTEGER NOT NULL,
+        state TEXT NOT NULL, pinned INTEGER NOT NULL, last_use INTEGER NOT NULL, PRIMARY KEY (pid, page));
+    CREATE TABLE mem_core (
+        pid INTEGER NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, mtime REAL NOT NULL,
+        PRIMARY KEY (pid, name));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PID_CHUNK = 1000

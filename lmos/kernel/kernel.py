@@ -25,6 +25,8 @@ from lmos.kernel.events import EventBus
 from lmos.kernel.ipc import ChannelTable
 from lmos.kernel.journal import Journal
 from lmos.kernel.kvpolicy import KVAdvisor
+from lmos.kernel.memory import MemoryManager
+from lmos.kernel.pagestore import PageStore
 from lmos.kernel.policies import make_policy
 from lmos.kernel.process import Process, Signal, State
 from lmos.kernel.request import GenRequest
@@ -52,6 +54,7 @@ class KernelCore:
         self.default_model: str | None = None
         self.channels = ChannelTable()
         self.events = EventBus()
+        self.memory = MemoryManager(PageStore(journal))  # context paging (kernel/memory.py)
         self.init = Process(pid=INIT_PID, ppid=0, uid=0, app="init", argv=[], model="",
                             caps=frozenset({"*"}), state=State.RUNNING)
         self.procs[INIT_PID] = self.init
@@ -180,6 +183,7 @@ class KernelCore:
                 p.has_seq = False
             sched.kick()
         self.channels.release(p.pid)
+        self.memory.release(p.pid)
         try:
             json.dumps(result)
         except (TypeError, ValueError):
@@ -321,8 +325,14 @@ class KernelCore:
     # -- generation --------------------------------------------------------
     async def generate(self, p: Process, token_ids: list[int], *, reset: bool, sampling: SamplingParams,
                        max_tokens: int, stop: tuple[str, ...] = (),
-                       stop_token_ids: frozenset[int] = frozenset()) -> GenRequest:
-        """Append ``token_ids`` to the process context and generate; wait for the end."""
+                       stop_token_ids: frozenset[int] = frozenset(),
+                       context: list[int] | None = None) -> GenRequest:
+        """Append ``token_ids`` to the process context and generate; wait for the end.
+
+        With ``context`` (a paged process's window, see kernel/memory.py) the driver
+        sequence is made equal to it instead, keeping the KV of the common prefix;
+        ``token_ids`` is then only the new prompt, for accounting.
+        """
         await self.checkpoint(p)
         sched = self.scheduler(p.model)
         drv = sched.driver
@@ -337,16 +347,18 @@ class KernelCore:
             raise SyscallError(Errno.EAGAIN, f"model {p.model!r} run queue is full")
         async with sched.lock:
             if not p.has_seq:
-                if not token_ids:
+                if not (token_ids if context is None else context):
                     raise SyscallError(Errno.EINVAL, "empty prompt")
-                drv.add(p.pid, token_ids, sampling)
+                drv.add(p.pid, token_ids if context is None else context, sampling)
                 p.has_seq = True
                 sched.kv.track(p.pid)
             else:
                 if reset:
                     drv.truncate(p.pid, 0)
                 drv.set_sampling(p.pid, sampling)
-                if token_ids:
+                if context is not None:
+                    self.memory.sync(p.pid, drv, context)
+                elif token_ids:
                     drv.append(p.pid, token_ids)
                 if drv.pending(p.pid) == 0:
                     raise SyscallError(Errno.EINVAL, "empty prompt")

@@ -112,6 +112,7 @@ class Process:
     children: set[int] = field(default_factory=set)
     reaped: bool = False
     blocked_on: str = ""  # the syscall name while BLOCKED
+    tainted: bool = False  # untrusted content entered the context: irreversible acts need confirmation
     _since: float = field(default_factory=time.monotonic)
 
     @property

@@ -156,18 +156,21 @@ class Scheduler:
             if pid in chosen or budget <= 0:
                 continue  # made a victim to fit an earlier candidate
             n = 1 if pend == 1 else min(pend, prefill_budget, budget)
-            need = drv.kv_needed(pid, n)
+            decoding = pend == 1 and self.kv.location(pid) == "device"
+            # An admission (prefill, recompute, swap-in) reserves blocks for ALL its pending
+            # tokens, so two half-admitted sequences can never wait on each other forever.
+            need = drv.kv_needed(pid, n if decoding else pend)
+            if need > lim.num_blocks:
+                self.fail(p, SyscallError(Errno.ENOMEM, f"context needs {need} KV blocks; the pool "
+                                          f"has {lim.num_blocks}"))
+                continue
             if need > free:
                 # A running decode may preempt lower-ranked runnable sequences; an admission
-                # (prefill, recompute, swap-in) only takes blocks from blocked or idle ones, so
-                # runnable processes never thrash each other's KV out.
-                decoding = pend == 1 and self.kv.location(pid) == "device"
+                # only takes blocks from blocked or idle ones, so runnable processes never
+                # thrash each other's KV out.
                 later = [q for q, _ in wanted[i + 1:]] + ordered[len(wanted):] if decoding else []
                 free += self.kv.make_room(need - free, plan, chosen, later, self.runnable)
-            if need > free and n > 1:
-                n = self._fit(pid, n, free)
-                need = drv.kv_needed(pid, n) if n else 0
-            if n <= 0 or need > free:
+            if need > free:
                 continue
             where = self.kv.location(pid)
             if where != "device":  # swapped: bring it back; dropped: its recompute starts now
@@ -182,18 +185,6 @@ class Scheduler:
             picked.append(p)
             chosen.add(pid)
         return plan, picked
-
-    def _fit(self, pid: int, n: int, free: int) -> int:
-        """Largest chunk of ``n`` pending tokens whose blocks fit in ``free``."""
-        lo, hi = 0, n
-        drv = self.driver
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if drv.kv_needed(pid, mid) <= free:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
 
     # -- results -----------------------------------------------------------
     def _apply(self, plan: StepPlan, picked: list[Process], results: dict[int, int | None]) -> None:

@@ -76,3 +76,56 @@ class Sys:
 
     async def chan_close(self, chan: int) -> None:
         await self.call("chan_close", chan=chan)
+
+    # -- context memory (syscalls/mem.py) --------------------------------------
+    async def mem_stat(self, pid: int | None = None, pages: bool = False) -> Any:
+        return await self.call("mem_stat", pid=pid, pages=pages)
+
+    async def mem_page_in(self, page_ids: list[int]) -> list[int]:
+        r = await self.call("mem_page_in", page_ids=list(page_ids))
+        return list(r.paged_in)
+
+    async def mem_recall(self, query: str, k: int = 3, page_in: bool = True) -> Any:
+        return await self.call("mem_recall", query=query, k=k, page_in=page_in)
+
+    async def mem_read(self, name: str | None = None) -> dict[str, str]:
+        r = await self.call("mem_read", name=name)
+        return dict(r.fields)
+
+    async def mem_write(self, name: str, value: str | None) -> None:
+        await self.call("mem_write", name=name, value=value)
+
+    async def mem_ctl(self, **settings: Any) -> Any:
+        return await self.call("mem_ctl", **settings)
+
+    async def mem_append(self, text: str, role: str = "user", pin: bool = False) -> list[int]:
+        r = await self.call("mem_append", text=text, role=role, pin=pin)
+        return list(r.pages)
+
+    # -- files and tools (lmos.syscalls.fs, lmos.syscalls.tool) ------------------
+    async def fs_read(self, path: str) -> str:
+        r = await self.call("fs_read", path=path)
+        return str(r.data)
+
+    async def fs_write(self, path: str, data: str, mode: str = "overwrite") -> int:
+        r = await self.call("fs_write", path=path, data=data, mode=mode)
+        return int(r.size)
+
+    async def fs_list(self, path: str = "/") -> list[Any]:
+        r = await self.call("fs_list", path=path)
+        return list(r.entries)
+
+    async def fs_stat(self, path: str) -> Any:
+        return await self.call("fs_stat", path=path)
+
+    async def fs_delete(self, path: str, recursive: bool = False) -> int:
+        r = await self.call("fs_delete", path=path, recursive=recursive)
+        return int(r.removed)
+
+    async def tool_call(self, name: str, args: dict[str, Any] | None = None) -> str:
+        r = await self.call("tool_call", name=name, args=dict(args or {}))
+        return str(r.text)
+
+    async def tool_list(self) -> list[Any]:
+        r = await self.call("tool_list")
+        return list(r.tools)

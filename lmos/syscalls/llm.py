@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from lmos.drivers.base import SamplingParams
 from lmos.errors import Errno, SyscallError
+from lmos.syscalls.mem import paged_generate
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import GenerateReply, LlmGenerate
 
@@ -50,8 +51,14 @@ async def sys_llm_generate(ctx: Ctx, req: LlmGenerate) -> GenerateReply:
         raise SyscallError(Errno.EINVAL, f"token id out of range for a vocabulary of {vocab}")
     stop_ids = frozenset(drv.eos_token_ids if req.stop_token_ids is None else req.stop_token_ids)
     sampling = merge_sampling(drv.default_sampling(), req)
-    r = await ctx.kernel.generate(p, ids, reset=req.reset, sampling=sampling,
-                                  max_tokens=req.max_tokens, stop=tuple(req.stop), stop_token_ids=stop_ids)
+    if req.page:
+        if req.reset:
+            raise SyscallError(Errno.EINVAL, "reset does not apply to a paged context")
+        r = await paged_generate(ctx, ids, req.role, req.pin, sampling, req.max_tokens, tuple(req.stop),
+                                 stop_ids)
+    else:
+        r = await ctx.kernel.generate(p, ids, reset=req.reset, sampling=sampling, max_tokens=req.max_tokens,
+                                      stop=tuple(req.stop), stop_token_ids=stop_ids)
     return GenerateReply(text=r.text(), token_ids=list(r.out), finish_reason=r.finish_reason or "length",
                          stop=r.stop_hit, prompt_tokens=len(ids), completion_tokens=len(r.out),
                          context_tokens=drv.length(p.pid) if p.has_seq else 0)

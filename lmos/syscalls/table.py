@@ -23,7 +23,7 @@ from lmos.errors import Errno, SyscallError
 from lmos.kernel.events import Event
 from lmos.kernel.kernel import KernelCore, ProcessExit
 from lmos.kernel.process import Process
-from lmos.syscalls import io, ipc, llm, proc  # noqa: F401  (registers the families)
+from lmos.syscalls import chat, fs, io, ipc, llm, mem, proc, tool  # noqa: F401  (registers the families)
 from lmos.syscalls.caps import grants
 from lmos.syscalls.registry import BY_NR, TABLE, SyscallDef
 from lmos.syscalls.types import Err, Ok, Req, Resp, Result, TraceEntry

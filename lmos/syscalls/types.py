@@ -161,6 +161,11 @@ class LlmGenerate(Req):
     top_k: Annotated[int, Meta(ge=0)] | None = None
     repetition_penalty: Annotated[float, Meta(gt=0.0, le=100.0)] | None = None
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    # context memory (syscalls/mem.py): the prompt becomes a page of the paged context,
+    # the driver sequence is synced from the resident window, the reply becomes a page.
+    page: bool = False
+    role: Annotated[str, Meta(min_length=1, max_length=32)] = "user"
+    pin: bool = False  # never evict this prompt's pages (a system prompt)
 
 
 class GenerateReply(Resp):

@@ -1,0 +1,63 @@
+"""``chat_format`` (syscall 70): how the caller's model wants conversations rendered.
+
+The agent loop must speak its model's chat format, and only the kernel can
+see the model's tokenizer.  So the kernel inspects it: a tokenizer with lmos's
+own markers as single tokens (the built-in model) gets ``"lmos"``; one whose
+chat template knows about tools (Qwen2, Hermes ...) gets ``"template"`` and
+the rendering done by ``apply_chat_template``; anything else (the scripted test
+driver, plain models) gets ``"lmos"`` rendered as text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lmos.errors import Errno, SyscallError
+from lmos.syscalls.registry import syscall
+from lmos.syscalls.types import Req, Resp
+
+if TYPE_CHECKING:
+    from lmos.syscalls.table import Ctx
+
+
+class ChatFormat(Req):
+    messages: list[dict[str, Any]] | None = None  # render these (template models only)
+    tools: list[dict[str, Any]] | None = None
+    add_generation_prompt: bool = True
+
+
+class ChatFormatReply(Resp):
+    format: str  # "lmos" | "template"
+    text: str = ""  # the rendering, when messages were given and format is "template"
+    bos: str = ""  # text of the BOS token a fresh context should start with, if any
+
+
+def detect(tokenizer: Any) -> str:
+    hf = getattr(tokenizer, "hf", None)
+    if hf is None:
+        return "lmos"
+    if len(tokenizer.encode("<|call|>")) == 1:
+        return "lmos"
+    template = getattr(hf, "chat_template", None) or ""
+    return "template" if isinstance(template, str) and "tool" in template else "lmos"
+
+
+@syscall(70, "chat_format", ChatFormat, ChatFormatReply, cap="llm")
+async def sys_chat_format(ctx: Ctx, req: ChatFormat) -> ChatFormatReply:
+    """The chat format of the caller's model, and (for template models) a rendering of ``messages``."""
+    tok = ctx.kernel.scheduler(ctx.proc.model).driver.tokenizer
+    fmt = detect(tok)
+    hf = getattr(tok, "hf", None)
+    bos = str(getattr(hf, "bos_token", None) or "") if hf is not None else ""
+    if fmt != "template" or req.messages is None or hf is None:
+        return ChatFormatReply(format=fmt, bos=bos)
+    try:
+        text = hf.apply_chat_template(
+            req.messages,
+            tools=req.tools or None,
+            tokenize=False,
+            add_generation_prompt=req.add_generation_prompt,
+        )
+    except Exception as exc:  # a template error is the caller's bad input
+        raise SyscallError(Errno.EINVAL, f"chat template failed: {type(exc).__name__}: {exc}") from None
+    return ChatFormatReply(format=fmt, text=str(text), bos=bos)

@@ -1,0 +1,157 @@
+"""File syscalls (50-54): read, write, list, stat and delete in the caller's own tree.
+
+Capabilities are path-scoped (``fs.read:/docs`` grants ``/docs`` and below)
+and are checked by the dispatcher on the *normalized* path, so ``/docs/../x``
+is refused as a bad path before any capability can be fooled by it.  Files
+are text (UTF-8) at this interface, which is what models read and write.
+Overwriting and deleting are irreversible and go through the confirmation
+policy; reading a file written by someone else, or by a tainted process,
+taints the reader.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from msgspec import Meta
+
+from lmos.errors import Errno, SyscallError
+from lmos.kernel.files import MAX_PATH, Stat, normalize, store
+from lmos.syscalls import confirm
+from lmos.syscalls.registry import syscall
+from lmos.syscalls.types import Req, Resp
+
+if TYPE_CHECKING:
+    from lmos.syscalls.table import Ctx
+
+Path = Annotated[str, Meta(min_length=1, max_length=MAX_PATH)]
+
+
+class FsRead(Req):
+    path: Path
+
+
+class FsWrite(Req):
+    path: Path
+    data: Annotated[str, Meta(max_length=1 << 24)]
+    mode: Literal["create", "overwrite", "append"] = "overwrite"
+
+
+class FsList(Req):
+    path: Path = "/"
+
+
+class FsStat(Req):
+    path: Path
+
+
+class FsDelete(Req):
+    path: Path
+    recursive: bool = False
+
+
+class FileInfo(Resp):
+    path: str
+    kind: str
+    size: int
+    mtime: float
+    owner: int
+    tainted: bool = False
+    name: str = ""  # the last path component ("" for the root)
+
+
+class FsReadReply(Resp):
+    path: str
+    data: str
+    size: int
+
+
+class FsWriteReply(Resp):
+    path: str
+    size: int
+    created: bool
+
+
+class FsListReply(Resp):
+    path: str
+    entries: list[FileInfo]
+
+
+class FsDeleteReply(Resp):
+    removed: int
+
+
+def info(st: Stat) -> FileInfo:
+    return FileInfo(path=st.path, kind=st.kind, size=st.size, mtime=st.mtime, owner=st.owner,
+                    tainted=st.tainted, name=st.path.rsplit("/", 1)[1])
+
+
+def _read_cap(r: FsRead | FsList | FsStat) -> str:
+    return f"fs.read:{normalize(r.path)}"
+
+
+def _write_cap(r: FsWrite | FsDelete) -> str:
+    return f"fs.write:{normalize(r.path)}"
+
+
+@syscall(50, "fs_read", FsRead, FsReadReply, cap=_read_cap)
+async def sys_fs_read(ctx: Ctx, req: FsRead) -> FsReadReply:
+    """Read a whole text file from the caller's tree."""
+    p = ctx.proc
+    data, st = await store(ctx.kernel).read(p.uid, req.path)
+    if st.tainted or st.owner != p.uid:
+        confirm.taint(p)
+    return FsReadReply(path=st.path, data=data.decode("utf-8", errors="replace"), size=st.size)
+
+
+@syscall(51, "fs_write", FsWrite, FsWriteReply, cap=_write_cap)
+async def sys_fs_write(ctx: Ctx, req: FsWrite) -> FsWriteReply:
+    """Create (``create``: EEXIST if present), replace (``overwrite``) or extend (``append``) a file.
+
+    Replacing an existing file needs the user's confirmation.  The reply means
+    the write is committed to the kernel's database.
+    """
+    p = ctx.proc
+    fs = store(ctx.kernel)
+    path = normalize(req.path)
+    data = req.data.encode("utf-8")
+    if len(data) > fs.max_file_bytes:
+        raise SyscallError(Errno.EFBIG, f"{len(data)} bytes is over the {fs.max_file_bytes}-byte file limit")
+    mode = req.mode
+    if mode == "overwrite" and not await fs.exists(p.uid, path):
+        mode = "create"  # a file that appears meanwhile fails with EEXIST instead of being replaced unasked
+    elif mode == "overwrite":
+        if (await fs.stat(p.uid, path)).kind == "dir":  # fail before asking the user for nothing
+            raise SyscallError(Errno.EISDIR, f"is a directory: {path}")
+        await confirm.require(ctx.kernel, p, "overwrite", path, f"{len(data)} bytes")
+    r = await fs.write(p.uid, path, data, mode=mode, writer=p.uid, tainted=p.tainted)
+    return FsWriteReply(path=r.path, size=r.size, created=r.created)
+
+
+@syscall(52, "fs_list", FsList, FsListReply, cap=_read_cap)
+async def sys_fs_list(ctx: Ctx, req: FsList) -> FsListReply:
+    """The entries of a directory (one level), sorted by path."""
+    path = normalize(req.path)
+    entries = await store(ctx.kernel).listdir(ctx.proc.uid, path)
+    return FsListReply(path=path, entries=[info(e) for e in entries])
+
+
+@syscall(53, "fs_stat", FsStat, FileInfo, cap=_read_cap)
+async def sys_fs_stat(ctx: Ctx, req: FsStat) -> FileInfo:
+    """Kind, size, modification time and owner of a path."""
+    return info(await store(ctx.kernel).stat(ctx.proc.uid, req.path))
+
+
+@syscall(54, "fs_delete", FsDelete, FsDeleteReply, cap=_write_cap)
+async def sys_fs_delete(ctx: Ctx, req: FsDelete) -> FsDeleteReply:
+    """Delete a file or (with ``recursive``, a non-empty) directory; needs confirmation."""
+    p = ctx.proc
+    fs = store(ctx.kernel)
+    path = normalize(req.path)
+    st = await fs.stat(p.uid, path)
+    if path == "/":
+        raise SyscallError(Errno.EACCES, "cannot delete the root directory")
+    if st.kind == "dir" and not req.recursive and await fs.listdir(p.uid, path):
+        raise SyscallError(Errno.ENOTEMPTY, f"directory not empty: {path}")
+    await confirm.require(ctx.kernel, p, "delete", path, st.kind)
+    return FsDeleteReply(removed=await fs.delete(p.uid, path, recursive=req.recursive))

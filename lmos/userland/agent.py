@@ -1,0 +1,237 @@
+"""The agent loop: the program of an agent process.
+
+Think (``llm_generate``), and when the model's turn is a tool call, act
+(``tool_call``, during which the process is BLOCKED and its KV may be kept,
+swapped or dropped), append the result to the context, think again, up to a
+step limit.  Every turn only *appends* to the process's context, never
+re-sends it, so the KV prefix stays cached across steps.
+
+Two formats, chosen by the kernel from the model's tokenizer (``chat_format``):
+
+- ``lmos``: the built-in model's own markers.  A call is an assistant turn
+  ``<|call|>{"tool": NAME, "args": {...}}``; results come back as
+  ``<|tool|>RESULT<|end|>`` and failures as ``<|tool|>error: MESSAGE<|end|>``.
+- ``template``: the tokenizer's chat template renders the conversation with
+  the tool schemas, and calls are parsed in the ``<tool_call>{json}</tool_call>``
+  style of Qwen2/Hermes templates.  Each step appends only what the new
+  rendering adds to the previous one (or restarts the context if a template
+  re-renders earlier turns differently).
+
+A malformed, unknown or refused call becomes an error observation the model
+can recover from; it never ends the process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import msgspec
+
+from lmos.errors import Errno, SyscallError
+
+SYSTEM, USER, ASSISTANT, TOOL, CALL, END = (
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|tool|>",
+    "<|call|>",
+    "<|end|>",
+)
+MARKERS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT, "tool": TOOL}
+DEFAULT_SYSTEM = "You are lmos, a helpful assistant with tools."
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+
+
+class ToolCallRecord(msgspec.Struct, kw_only=True):
+    tool: str
+    args: dict[str, Any]
+    result: str
+    ok: bool
+
+
+class AgentResult(msgspec.Struct, kw_only=True):
+    text: str  # the final answer (or the last turn, when the step limit ended the loop)
+    calls: list[ToolCallRecord] = []
+    steps: int = 0  # generations made
+    finish_reason: str = "answer"  # "answer" | "max_steps" | the generation's finish reason
+
+
+class Malformed(ValueError):
+    """The model's turn looks like a tool call but cannot be parsed."""
+
+
+def render_lmos(messages: list[dict[str, Any]]) -> str:
+    out = []
+    for m in messages:
+        role = m.get("role", "user")
+        if role not in MARKERS:
+            raise SyscallError(Errno.EINVAL, f"unknown chat role {role!r}")
+        out.append(f"{MARKERS[role]}{m.get('content') or ''}{END}\n")
+    return "".join(out)
+
+
+def parse_lmos(text: str) -> tuple[str, dict[str, Any]] | None:
+    """(tool, args) of a ``<|call|>`` turn; None for an answer; Malformed otherwise."""
+    body = text.strip()
+    if body.endswith(END):
+        body = body[: -len(END)]
+    if not body.startswith(CALL):
+        return None
+    return _call_json(body[len(CALL) :], "tool", "args")
+
+
+def parse_template(text: str) -> tuple[str, dict[str, Any]] | None:
+    """(tool, args) of a ``<tool_call>{...}</tool_call>`` turn (Qwen2/Hermes style)."""
+    m = _TOOL_CALL.search(text)
+    if m is None:
+        return None
+    return _call_json(m.group(1), "name", "arguments")
+
+
+def _call_json(raw: str, name_key: str, args_key: str) -> tuple[str, dict[str, Any]]:
+    try:
+        payload = json.loads(raw.strip())
+    except json.JSONDecodeError as exc:
+        raise Malformed(f"malformed tool call (invalid JSON: {exc.msg})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get(name_key), str):
+        raise Malformed(f"malformed tool call (needs a string {name_key!r})")
+    args = payload.get(args_key, {})
+    if isinstance(args, str):  # some models emit arguments as a JSON string
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            raise Malformed(f"malformed tool call ({args_key!r} is not JSON)") from None
+    if not isinstance(args, dict):
+        raise Malformed(f"malformed tool call ({args_key!r} must be an object)")
+    return payload[name_key], args
+
+
+def answer_text(text: str) -> str:
+    for marker in (END, "<|im_end|>", "</s>", "<|eot_id|>"):
+        text = text.replace(marker, "")
+    return text.strip()
+
+
+async def run_agent(
+    sys: Any,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[str] | None = None,
+    max_steps: int = 8,
+    max_tokens: int = 256,
+    **sampling: Any,
+) -> AgentResult:
+    """Run the loop for ``messages`` (a system message is added if missing)."""
+    if max_steps < 1:
+        raise SyscallError(Errno.EINVAL, "max_steps must be at least 1")
+    msgs = [dict(m) for m in messages]
+    if not msgs or msgs[0].get("role") != "system":
+        msgs.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
+    listed = (await sys.call("tool_list")).tools
+    allowed = [t for t in listed if tools is None or t.name in tools]
+    fmt = (await sys.call("chat_format")).format
+    gen = dict(max_tokens=max_tokens, **{k: v for k, v in sampling.items() if v is not None})
+    calls: list[ToolCallRecord] = []
+    if fmt == "template":
+        schemas = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+            }
+            for t in allowed
+        ]
+        step: _LmosSteps | _TemplateSteps = _TemplateSteps(sys, msgs, schemas, gen)
+    else:
+        step = _LmosSteps(sys, msgs, gen)
+    text, reason = "", "max_steps"
+    for n in range(1, max_steps + 1):
+        text, finish = await step.generate()
+        try:
+            call = step.parse(text)
+        except Malformed as exc:
+            await step.observe(text, None, f"error: {exc}")
+            calls.append(ToolCallRecord(tool="", args={}, result=f"error: {exc}", ok=False))
+            continue
+        if call is None:
+            return AgentResult(
+                text=answer_text(text),
+                calls=calls,
+                steps=n,
+                finish_reason="answer" if finish in ("eos", "stop") else finish,
+            )
+        name, args = call
+        try:
+            r = await sys.call("tool_call", name=name, args=args)
+            result, ok = str(r.text), True
+        except SyscallError as exc:
+            result, ok = f"error: {exc.message}", False
+        calls.append(ToolCallRecord(tool=name, args=args, result=result, ok=ok))
+        await step.observe(text, call, result)
+        if finish in ("quota", "length") and n == max_steps:
+            reason = finish
+    return AgentResult(text=answer_text(text), calls=calls, steps=max_steps, finish_reason=reason)
+
+
+class _LmosSteps:
+    """lmos markers: each step appends the observation and a fresh ``<|assistant|>``."""
+
+    def __init__(self, sys: Any, msgs: list[dict[str, Any]], gen: dict[str, Any]) -> None:
+        self.sys, self.gen = sys, gen
+        self.pending = render_lmos(msgs) + ASSISTANT
+
+    async def generate(self) -> tuple[str, str]:
+        r = await self.sys.llm_generate(self.pending, stop=[END], **self.gen)
+        return str(r.text), str(r.finish_reason)
+
+    def parse(self, text: str) -> tuple[str, dict[str, Any]] | None:
+        return parse_lmos(text)
+
+    async def observe(self, text: str, call: tuple[str, dict[str, Any]] | None, result: str) -> None:
+        self.pending = f"\n{TOOL}{result}{END}\n{ASSISTANT}"
+
+
+class _TemplateSteps:
+    """Chat-template models: append the difference between successive renderings."""
+
+    def __init__(
+        self, sys: Any, msgs: list[dict[str, Any]], schemas: list[dict[str, Any]], gen: dict[str, Any]
+    ) -> None:
+        self.sys, self.msgs, self.schemas, self.gen = sys, msgs, schemas, gen
+        self.context = ""  # the text the process's context holds
+
+    async def generate(self) -> tuple[str, str]:
+        r = await self.sys.call("chat_format", messages=self.msgs, tools=self.schemas or None)
+        full = str(r.text)
+        reset = not full.startswith(self.context)
+        prompt = full if reset else full[len(self.context) :]
+        g = await self.sys.llm_generate(prompt, reset=reset, **self.gen)
+        self.context = full + str(g.text)
+        return str(g.text), str(g.finish_reason)
+
+    def parse(self, text: str) -> tuple[str, dict[str, Any]] | None:
+        return parse_template(text)
+
+    async def observe(self, text: str, call: tuple[str, dict[str, Any]] | None, result: str) -> None:
+        self.msgs.append({"role": "assistant", "content": answer_text(text)})
+        self.msgs.append({"role": "tool", "content": result, "name": call[0] if call else "error"})
+
+
+async def prompt_for(sys: Any, messages: list[dict[str, Any]]) -> str:
+    """The text that starts a fresh context for ``messages``, ready for the model's turn."""
+    r = await sys.call("chat_format", messages=messages)
+    return str(r.text) if r.format == "template" else render_lmos(messages) + ASSISTANT
+
+
+async def ask(sys: Any, messages: list[dict[str, Any]], *, max_tokens: int = 64, **sampling: Any) -> str:
+    """One model turn on a fresh context (no tools): for classifiers and planners."""
+    prompt = await prompt_for(sys, messages)
+    r = await sys.llm_generate(
+        prompt,
+        reset=True,
+        max_tokens=max_tokens,
+        stop=[END],
+        **{k: v for k, v in sampling.items() if v is not None},
+    )
+    return answer_text(str(r.text))
