@@ -1,0 +1,112 @@
+"""Loading a transformers checkpoint from local disk, and reading its defaults.
+
+Loading is strictly local (``local_files_only=True``): lmos never reaches the
+network at run time, and a mistyped model path must fail at once with
+``ENOENT`` instead of turning into a hub lookup.  A directory without
+tokenizer files is fine: the driver then works on token ids alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmos.drivers.base import SamplingParams
+from lmos.errors import Errno, SyscallError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+class HFTokenizer:
+    """The :class:`lmos.drivers.base.Tokenizer` view of a transformers tokenizer.
+
+    ``encode`` adds no special tokens: the kernel appends pieces of context
+    (tool results, messages) to a running sequence, and a BOS in the middle of
+    a context would be wrong.  ``bos_token_id`` is exposed for whoever starts
+    a fresh context.
+    """
+
+    def __init__(self, tok: Any) -> None:
+        self.hf = tok
+        self.bos_token_id: int | None = tok.bos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: list[int]) -> str:
+        return str(self.hf.decode(token_ids))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SyscallError(Errno.EINVAL, f"bad device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SyscallError(Errno.ENOENT, "CUDA requested but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise SyscallError(Errno.EINVAL, f"unsupported device {device!r} (cpu or cuda)")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
+    """fp32 on CPU unless asked; on CUDA "auto" keeps the checkpoint's dtype."""
+    if dtype == "auto":
+        return "auto" if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise SyscallError(Errno.EINVAL, f"bad dtype {dtype!r} (float32, float16, bfloat16, auto)") from None
+
+
+def load(path: str, device: torch.device, dtype: torch.dtype | str) -> tuple[Any, HFTokenizer | None]:
+    """Model and tokenizer (or None) from a local checkpoint directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = Path(os.path.expanduser(path))
+    if not root.is_dir() or not (root / "config.json").is_file():
+        raise SyscallError(Errno.ENOENT, f"no model at {path!r} (a directory with config.json)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(root), local_files_only=True, dtype=dtype, device_map=str(device)
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SyscallError(Errno.ENOENT, f"cannot load model from {path!r}: {reason}") from None
+    tokenizer = None
+    if any((root / name).is_file() for name in TOKENIZER_FILES):
+        try:
+            tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(str(root), local_files_only=True))
+        except (OSError, ValueError) as exc:
+            raise SyscallError(Errno.EIO, f"bad tokenizer in {path!r}: {str(exc).splitlines()[0]}") from None
+    return model, tokenizer
+
+
+def default_sampling(model: Any) -> SamplingParams:
+    """Sampling defaults as ``model.generate`` would apply them."""
+    gc = getattr(model, "generation_config", None)
+    if gc is None or not getattr(gc, "do_sample", False):
+        penalty = getattr(gc, "repetition_penalty", None) if gc is not None else None
+        return SamplingParams(temperature=0.0, repetition_penalty=float(penalty or 1.0))
+    return SamplingParams(
+        temperature=float(gc.temperature if gc.temperature is not None else 1.0),
+        top_p=float(gc.top_p if gc.top_p is not None else 1.0),
+        top_k=int(gc.top_k if gc.top_k is not None else 50),
+        repetition_penalty=float(gc.repetition_penalty or 1.0),
+    )
+
+
+def eos_ids(model: Any) -> tuple[int, ...]:
+    """End-of-sequence ids from the generation config, else the model config."""
+    for src in (getattr(model, "generation_config", None), model.config):
+        eos = getattr(src, "eos_token_id", None) if src is not None else None
+        if eos is not None:
+            return tuple(eos) if isinstance(eos, list | tuple) else (int(eos),)
+    return ()
