@@ -5,7 +5,7 @@ imported only when a model is loaded.
 """
 
 from lmos.errors import Errno, SyscallError
-from lmos.system import Completion, Kernel
+from lmos.system import ChatResult, Completion, Kernel
 
 __version__ = "0.1.0"
-__all__ = ["Completion", "Errno", "Kernel", "SyscallError", "__version__"]
+__all__ = ["ChatResult", "Completion", "Errno", "Kernel", "SyscallError", "__version__"]

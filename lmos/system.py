@@ -262,7 +262,7 @@ class Kernel:
         if callable(app):
             # A Python callable becomes a one-off app: registered for this spawn only.
             temp = f"py:{getattr(app, '__name__', 'main')}#{next(self._seq)}"
-            self.programs.register(AppSpec(temp, app, frozenset(caps or {"llm", "spawn", "ipc"})))
+            self.programs.register(AppSpec(temp, app, frozenset(caps or {"llm", "spawn", "ipc", "mem"})))
             app = temp
         try:
             r = await self.syscall("spawn", app=app, argv=list(argv or []), model=model, caps=caps,

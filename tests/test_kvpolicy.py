@@ -84,3 +84,21 @@ async def test_interrupt_during_blocked_generation_is_eintr() -> None:
         await k.signal(pid, "INT")
         w = await k.wait(pid)
         assert w.result.startswith("SyscallError:EINTR")
+
+
+async def test_waiting_admissions_that_fill_the_pool_do_not_deadlock() -> None:
+    # Two agents keep their KV while they sleep; together they fill the pool, so when both
+    # come back with new input neither fits unless one takes the other's blocks.
+    drv = Recorder(max_seqs=8, num_blocks=18, block_size=4)
+    async with kernel(drv, kv_policy="keep") as k:
+        async def agent2(sys: Sys, argv: list[str]) -> list[str]:
+            texts = []
+            for r in range(2):
+                texts.append((await sys.llm_generate(f"{argv[0]} {r} " + "x" * 10, max_tokens=64)).text)
+                await sys.sleep(0.01)
+            return texts
+
+        with anyio.fail_after(20):
+            pids = [await k.spawn(agent2, [f"a{i}"]) for i in range(2)]
+            results = [(await k.wait(p)).result for p in pids]
+    assert results == [[f"a{i} {r} " + "x" * 10 for r in range(2)] for i in range(2)]

@@ -202,3 +202,17 @@ def test_malformed_payloads_always_yield_an_errno(name: str | int, payload: Any)
             assert (await k.syscall("getpid")).pid == INIT_PID  # the kernel is still alive
 
     anyio.run(run)
+
+
+async def test_children_inherit_taint() -> None:
+    async with kernel() as k:
+        async def parent(sys: Sys, argv: list[str]) -> bool:
+            me = (await sys.getpid()).pid
+            k.core.procs[me].tainted = True  # as if it had read a web page
+            child = await sys.spawn("sleep", ["0.2"])
+            tainted = k.core.procs[child].tainted
+            await sys.wait(child)
+            return tainted
+
+        w = await k.wait(await k.spawn(parent, caps=["llm", "spawn"]))
+        assert w.result is True, w.error

@@ -150,6 +150,7 @@ class Scheduler:
         budget = lim.max_tokens
         prefill_budget = max(budget - decodes, 1)
         picked: list[Process] = []
+        skipped: list[Process] = []
         chosen: set[int] = set()
         for i, (p, pend) in enumerate(wanted):
             pid = p.pid
@@ -168,9 +169,13 @@ class Scheduler:
                 # A running decode may preempt lower-ranked runnable sequences; an admission
                 # only takes blocks from blocked or idle ones, so runnable processes never
                 # thrash each other's KV out.
-                later = [q for q, _ in wanted[i + 1:]] + ordered[len(wanted):] if decoding else []
+                # Victims, best first: the lowest-ranked, then higher-ranked ones that could not
+                # be scheduled anyway (without those a low-ranked decode and waiting admissions
+                # could hold each other's blocks forever).
+                later = skipped + [q for q, _ in wanted[i + 1:]] + ordered[len(wanted):] if decoding else []
                 free += self.kv.make_room(need - free, plan, chosen, later, self.runnable)
             if need > free:
+                skipped.append(p)
                 continue
             where = self.kv.location(pid)
             if where != "device":  # swapped: bring it back; dropped: its recompute starts now
@@ -184,6 +189,21 @@ class Scheduler:
             plan.items.append(StepItem(pid, n, n == pend))
             picked.append(p)
             chosen.add(pid)
+        if not plan.items and skipped:
+            # Nothing fits and only runnable sequences hold the blocks: let the best-ranked
+            # waiter take them, or every waiter would wait for another forever.
+            p = skipped[0]
+            pend = drv.pending(p.pid)
+            n = min(pend, prefill_budget, budget)
+            need = drv.kv_needed(p.pid, pend)
+            others = [q for q in ordered if q is not p]
+            free += self.kv.make_room(need - free, plan, chosen, others, self.runnable)
+            if need <= free:
+                if self.kv.location(p.pid) == "host":
+                    plan.swap_in.append(p.pid)
+                self.kv.mark(p.pid, "device")
+                plan.items.append(StepItem(p.pid, n, n == pend))
+                picked.append(p)
         return plan, picked
 
     # -- results -----------------------------------------------------------

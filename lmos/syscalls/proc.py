@@ -88,6 +88,7 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
     child = ctx.kernel.spawn(entry, parent=parent, app=spec.name, argv=list(req.argv),
                              model=req.model or spec.model, uid=uid, caps=caps, priority=req.priority,
                              weight=req.weight, token_quota=quota, max_children=spec.max_children)
+    child.tainted = parent.tainted  # untrusted content in the parent's context may steer the child
     if req.stream:
         from lmos.syscalls.io import subscribe
 

@@ -180,9 +180,14 @@ class _LmosSteps:
     def __init__(self, sys: Any, msgs: list[dict[str, Any]], gen: dict[str, Any]) -> None:
         self.sys, self.gen = sys, gen
         self.pending = render_lmos(msgs) + ASSISTANT
+        self.role, self.first = "user", True
 
     async def generate(self) -> tuple[str, str]:
-        r = await self.sys.llm_generate(self.pending, stop=[END], **self.gen)
+        # The context is paged virtual memory (lmos.kernel.memory): the task (system prompt
+        # and request) is pinned, later observations can be paged out and recalled.
+        r = await self.sys.llm_generate(self.pending, stop=[END], page=True, role=self.role,
+                                        pin=self.first, **self.gen)
+        self.first = False
         return str(r.text), str(r.finish_reason)
 
     def parse(self, text: str) -> tuple[str, dict[str, Any]] | None:
@@ -190,6 +195,7 @@ class _LmosSteps:
 
     async def observe(self, text: str, call: tuple[str, dict[str, Any]] | None, result: str) -> None:
         self.pending = f"\n{TOOL}{result}{END}\n{ASSISTANT}"
+        self.role = "tool"
 
 
 class _TemplateSteps:
