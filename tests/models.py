@@ -82,8 +82,12 @@ def reference(arch: str, prompt: list[int], new_tokens: int) -> list[int]:
     if key not in _REFS:
         model = tiny_model(arch)
         with torch.inference_mode():
+            ids = torch.tensor([prompt])
             out = model.generate(
-                torch.tensor([prompt]),
+                ids,
+                # explicit mask: with pad_token_id set, generate would otherwise mask every
+                # token that happens to equal it, which is not what the prompt means
+                attention_mask=torch.ones_like(ids),
                 max_new_tokens=new_tokens,
                 do_sample=False,
                 pad_token_id=0,

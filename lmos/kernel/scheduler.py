@@ -157,6 +157,8 @@ class Scheduler:
             if pid in chosen or budget <= 0:
                 continue  # made a victim to fit an earlier candidate
             n = 1 if pend == 1 else min(pend, prefill_budget, budget)
+            if n <= 0:
+                continue  # this step's token budget is spent
             decoding = pend == 1 and self.kv.location(pid) == "device"
             # An admission (prefill, recompute, swap-in) reserves blocks for ALL its pending
             # tokens, so two half-admitted sequences can never wait on each other forever.
@@ -194,7 +196,7 @@ class Scheduler:
             # waiter take them, or every waiter would wait for another forever.
             p = skipped[0]
             pend = drv.pending(p.pid)
-            n = min(pend, prefill_budget, budget)
+            n = max(1, min(pend, prefill_budget, budget))
             need = drv.kv_needed(p.pid, pend)
             others = [q for q in ordered if q is not p]
             free += self.kv.make_room(need - free, plan, chosen, others, self.runnable)
