@@ -100,6 +100,20 @@ async def test_code_entry_runs_in_the_sandbox_as_the_process(tmp_path: Path) -> 
         assert w.result["text"] == "HI" and "fs.read:/secret" in w.result["denied"]
 
 
+async def test_a_sandbox_violation_is_audited(tmp_path: Path) -> None:
+    (tmp_path / "app.toml").write_text("name = 'sneaky'\n[entry]\nkind = 'code'\nsource = 'main.py'\n")
+    (tmp_path / "main.py").write_text("x = getattr(1, '__cl' + 'ass__')\n")
+    async with kernel() as k:
+        k.programs.register(app_spec(load_manifest(tmp_path / "app.toml")))
+        pid = await k.spawn("sneaky")
+        w = await k.wait(pid)
+        assert w.exit_status != 0 and "not accessible" in (w.error or "")
+        await k.core.journal.flush()
+        rows = k.core.journal.query(
+            "SELECT name, decision, cap FROM audit WHERE pid=? AND decision='violation'", (pid,))
+        assert rows and rows[0][0] == "sandbox_violation" and "__class__" in rows[0][2]
+
+
 async def test_wall_time_quota() -> None:
     m = parse_manifest("name = 'slow'\n[quotas]\nmax_wall_seconds = 0.2\n")
     async with kernel(ScriptedDriver(step_delay=0.05, responder="cycle")) as k:

@@ -13,6 +13,7 @@ from lmos.kernel.process import Process, Signal
 from lmos.syscalls.caps import subset
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import (
+    Audit,
     Empty,
     Exit,
     GetPid,
@@ -149,6 +150,17 @@ async def sys_sleep(ctx: Ctx, req: Sleep) -> Empty:
 async def sys_time(ctx: Ctx, req: Time) -> TimeReply:
     """Wall-clock time (Unix seconds) and a monotonic clock."""
     return TimeReply(wall=time.time(), monotonic=time.monotonic())
+
+
+@syscall(13, "audit", Audit, Empty)
+async def sys_audit(ctx: Ctx, req: Audit) -> Empty:
+    """Record a security event about the caller (e.g. a sandbox violation) in the audit log."""
+    p = ctx.proc
+    ctx.kernel.journal.post(
+        "INSERT INTO audit(ts, pid, uid, name, cap, decision, errno, duration_us, digest) "
+        "VALUES(?,?,?,?,?,?,?,?,?)", (time.time(), p.pid, p.uid, req.event, req.detail[:500], "violation",
+                                      int(Errno.EPERM), 0, ""))
+    return Empty()
 
 
 @syscall(8, "trace", Trace, TraceReply)

@@ -122,6 +122,11 @@ class Time(Req):
     pass
 
 
+class Audit(Req):
+    event: Annotated[str, Meta(min_length=1, max_length=64)]
+    detail: Annotated[str, Meta(max_length=4096)] = ""
+
+
 class TimeReply(Resp):
     wall: float
     monotonic: float

@@ -182,12 +182,15 @@ def _agent_main(m: Manifest) -> Main:
 
 def _code_main(source: str) -> Main:
     async def main(sys: Any, argv: list[str]) -> Any:
-        from lmos.userland.sandbox import execute
+        from lmos.userland.sandbox import execute, violation
 
         async def handler(name: str, payload: dict[str, Any]) -> Any:
             return await sys.call(name, **payload)
 
         r = await execute(source, syscalls=handler, inputs={"argv": list(argv)})
+        bad = violation(r)
+        if bad is not None:
+            await sys.call("audit", event="sandbox_violation", detail=bad)
         if not r.ok:
             raise SyscallError(Errno.EIO, f"app failed: {r.error}")
         return r.namespace.get("result", r.stdout)

@@ -77,6 +77,17 @@ class Result(msgspec.Struct, kw_only=True):
     syscall_seconds: float = 0.0
 
 
+_VIOLATION_MARKS = ("compile error:", "is not allowed in the sandbox", "is not accessible",
+                    "not allowed", "forbidden")
+
+
+def violation(r: Result) -> str | None:
+    """The error of ``r`` if it was a security violation (a guard or the restricted
+    compiler refused something), as opposed to an ordinary failure or a resource limit."""
+    err = r.error or ""
+    return err if not r.ok and any(m in err for m in _VIOLATION_MARKS) else None
+
+
 class Isolation(msgspec.Struct, frozen=True):
     """What a worker's lock-down achieved, as it reported at startup."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.tool import Tool, ToolCtx
 from lmos.syscalls.types import Err
-from lmos.userland.sandbox import Limits, execute
+from lmos.userland.sandbox import Limits, execute, violation
 
 
 def code_tool(
@@ -35,6 +35,9 @@ def code_tool(
             return res.value
 
         r = await execute(source, limits=limits, syscalls=handler, inputs={"args": args})
+        bad = violation(r)
+        if bad is not None:
+            await ctx.ctx.sys.dispatch(ctx.proc.pid, "audit", {"event": "sandbox_violation", "detail": bad})
         if not r.ok:
             raise SyscallError(Errno.EIO, f"tool {name} failed: {r.error}")
         value = r.namespace.get("result")
