@@ -320,6 +320,8 @@ def throughput_figures(model: Any, prompts: list[list[int]], new: int, device: t
     if "lmos_tok_s" in outs:
         fig["lmos_kernel_matches_driver"] = outs["lmos_tok_s"] == lm_list
     fig["peak_rss_lmos_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if device.type == "cuda":  # before the transformers peers, which reserve most of the GPU
+        fig["peak_cuda_lmos_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     fig["sequential_tok_s"], seq = timed(
         "sequential generate", lambda: run_sequential(model, prompts, new, device), tokens, device, 1)
     fig["padded_tok_s"], _ = timed("padded generate", lambda: run_padded(model, prompts, new, device), tokens,

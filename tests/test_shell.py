@@ -165,3 +165,42 @@ def test_commands_fail_with_one_line(tmp_path: Path, cmd: str) -> None:
     r = run_cli("--model", "scripted", "--state-dir", str(tmp_path), "-c", cmd, entry=ENTRY)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) <= 1 and "Traceback" not in r.stderr
+
+
+def test_confirmation_is_asked_inline(tmp_path: Path) -> None:
+    sh = spawn_shell(tmp_path)
+    try:
+        sh.sendline("write /notes.txt first")
+        sh.expect(PROMPT)
+        sh.sendline("write /notes.txt second")  # an overwrite: irreversible, so it asks
+        sh.expect(r"wants to overwrite /notes.txt\. Allow\? \[y/N\]")
+        sh.sendline("n")
+        sh.expect("ECANCELED")
+        sh.expect(PROMPT)
+        sh.sendline("cat /notes.txt")
+        sh.expect("first")
+        sh.expect(PROMPT)
+        sh.sendline("write /notes.txt second")
+        sh.expect(r"Allow\? \[y/N\]")
+        sh.sendline("y")
+        sh.expect(PROMPT)
+        sh.sendline("cat /notes.txt")
+        sh.expect("second")
+        sh.expect(PROMPT)
+        sh.sendline("exit")
+        sh.expect(pexpect.EOF)
+    finally:
+        sh.close()
+
+
+def test_builtin_model_answers_a_calc_question_with_a_tool_call(tmp_path: Path) -> None:
+    sh = spawn_shell(tmp_path, model="builtin")
+    try:
+        sh.sendline("run calc-agent what is 12 * 7?")
+        sh.expect_exact('<|call|>{"tool": "calc", "args": {"expr": "12 * 7"}}')
+        sh.expect("84")
+        sh.expect(PROMPT)
+        sh.sendline("exit")
+        sh.expect(pexpect.EOF)
+    finally:
+        sh.close()

@@ -27,10 +27,10 @@ from lmos.userland.shell import shell_main
 
 
 @contextlib.asynccontextmanager
-async def booted(model: Any, state_dir: str) -> AsyncIterator[Kernel]:
+async def booted(model: Any, state_dir: str, confirm: Any = None) -> AsyncIterator[Kernel]:
     console = Console(stderr=True)
     label = "built-in model" if model is None else str(getattr(model, "name", model))
-    k = Kernel(model=model, state_dir=state_dir)
+    k = Kernel(model=model, state_dir=state_dir, confirm=confirm)
     if sys.stderr.isatty():
         with console.status(f"lmos: loading {label}..."):
             await k.__aenter__()
@@ -60,7 +60,10 @@ async def run_shell(model: Any, state_dir: str, lines: list[str] | None) -> int:
     async def main(sys_: Any, argv: list[str]) -> int:
         return await shell_main(sys_, argv, term, lines)
 
-    async with booted(model, state_dir) as k:
+    async def confirm(req: Any) -> bool:
+        return await term.confirm(req.describe())
+
+    async with booted(model, state_dir, confirm) as k:
         k.programs.register(AppSpec("lmosh", main, frozenset({"*"}), description="the lmos shell"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(term.watch_sigint)

@@ -54,8 +54,10 @@ class PromptTerminal:
         hist = FileHistory(str(history)) if history is not None else InMemoryHistory()
         self.session: PromptSession[str] = PromptSession(history=hist, completer=self.completer)
         self._interrupts = 0
+        self.prompting = False
 
     async def read_line(self, prompt: str) -> str | None:
+        self.prompting = True
         try:
             # Our own SIGINT receiver stays installed: prompt_toolkit must not swap it out.
             return await self.session.prompt_async(prompt, handle_sigint=False)
@@ -63,6 +65,18 @@ class PromptTerminal:
             return ""
         except EOFError:
             return None
+        finally:
+            self.prompting = False
+
+    async def confirm(self, question: str) -> bool:
+        """Ask inline.  A background job asking while the shell waits at its prompt is
+        refused: two prompts cannot share the terminal."""
+        if self.prompting:
+            self.write_err(f"\nlmosh: refused: {question} (confirmations need a foreground job)\n")
+            return False
+        answer = await PromptSession[str]().prompt_async(f"lmosh: {question}. Allow? [y/N] ",
+                                                          handle_sigint=False)
+        return answer.strip().lower() in ("y", "yes")
 
     def write(self, text: str) -> None:
         sys.stdout.write(text)
@@ -96,6 +110,11 @@ class LineTerminal:
 
     async def read_line(self, prompt: str) -> str | None:
         return self.lines.pop(0) if self.lines else None
+
+    async def confirm(self, question: str) -> bool:
+        """Scripts cannot answer: refuse, and say so."""
+        self.write_err(f"lmosh: refused: {question} (no terminal to confirm on)\n")
+        return False
 
     def write(self, text: str) -> None:
         sys.stdout.write(text)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -29,6 +30,19 @@ from lmos.drivers.blocks import BlockAllocator
 from lmos.drivers.kv_pool import KVPool, KVShape, budget_bytes
 from lmos.drivers.paging import PageTable, Seq
 from lmos.errors import Errno, SyscallError
+
+# CUDA steps all run on this one thread.  The kernel calls ``step`` from whatever worker thread
+# its event loop lends, and a fresh event loop lends fresh threads; on an H100 a bf16 model ran
+# its first ~64 steps on a new thread 7x slower (per-thread CUDA library state warming up), so a
+# kernel whose worker threads change never reached speed.  One long-lived thread warms once.
+_cuda_thread: ThreadPoolExecutor | None = None
+
+
+def _on_cuda_thread() -> ThreadPoolExecutor:
+    global _cuda_thread
+    if _cuda_thread is None:
+        _cuda_thread = ThreadPoolExecutor(1, thread_name_prefix="lmos-cuda-step")
+    return _cuda_thread
 
 
 def _kv_shape(model: Any, dtype: torch.dtype) -> KVShape:
@@ -257,6 +271,11 @@ class HFDriver:
 
     # ---------------------------------------------------------------- step
     def step(self, plan: StepPlan) -> dict[int, int | None]:
+        if self.device.type == "cuda":
+            return _on_cuda_thread().submit(self._step, plan).result()
+        return self._step(plan)
+
+    def _step(self, plan: StepPlan) -> dict[int, int | None]:
         if self._closed:
             raise SyscallError(Errno.EIO, "driver is closed")
         for seq_id in plan.drop:
