@@ -131,9 +131,10 @@ class Kernel:
             core = KernelCore(self.config, journal)
             self.sys = Syscalls(core, self.programs, trace_len=self.config.trace_per_process)
             driver = self._model if isinstance(self._model, Driver) else None
+            self._owned: list[Driver] = []  # drivers this kernel loaded (and so closes)
             if driver is None:
                 driver = await anyio.to_thread.run_sync(load_driver, self._model, self.config)
-            self._drivers = [driver]
+                self._owned.append(driver)
             tg = anyio.create_task_group()
             await tg.__aenter__()
         except BaseException:
@@ -168,7 +169,8 @@ class Kernel:
         finally:
             with anyio.CancelScope(shield=True):
                 for sched in core.schedulers.values():
-                    await anyio.to_thread.run_sync(sched.driver.close)
+                    if any(sched.driver is d for d in self._owned):
+                        await anyio.to_thread.run_sync(sched.driver.close)
                 core.events.close_all()
                 core.journal.close()
 
@@ -181,6 +183,8 @@ class Kernel:
         """Load another model under ``name``; apps select it with ``model=name``."""
         core, _ = self._core()
         driver = await anyio.to_thread.run_sync(load_driver, model, self.config)
+        if not isinstance(model, Driver):
+            self._owned.append(driver)
         core.add_driver(name, driver)
 
     # -- syscalls as init --------------------------------------------------------
