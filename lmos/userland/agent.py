@@ -168,6 +168,8 @@ async def run_agent(
         except SyscallError as exc:
             result, ok = f"error: {exc.message}", False
         calls.append(ToolCallRecord(tool=name, args=args, result=result, ok=ok))
+        # whoever watches the process (the shell) sees the observation between the turns
+        await sys.call("write", text=f"\n[{name} -> {result}]\n")
         await step.observe(text, call, result)
         if finish in ("quota", "length") and n == max_steps:
             reason = finish
