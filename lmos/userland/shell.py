@@ -30,7 +30,7 @@ wait PID             wait for a process and show its status
 apps | models        installed apps; loaded models
 mem PID | logs PID   context memory of a process; its syscall trace
 ls [DIR] | cat FILE | write FILE TEXT...   your files
-chat [MESSAGE]       talk to the chat app
+chat [MESSAGE]       talk to the assistant app (empty line ends a chat)
 help | exit          this text; leave (Ctrl-D works too)"""
 
 
@@ -314,14 +314,15 @@ class Shell:
         await self.sys.call("fs_write", path=args[0], data=" ".join(args[1:]) + "\n")
 
     async def cmd_chat(self, args: list[str], line: str) -> None:
+        # the tool-using assistant app: what the built-in model was trained for
         if args:
-            await self.cmd_run(["chat", " ".join(args)], line)
+            await self.cmd_run(["assistant", " ".join(args)], line)
             return
         while True:
             text = await self.term.read_line("you> ")
             if text is None or not text.strip():
                 break
-            await self.cmd_run(["chat", text], line)
+            await self.cmd_run(["assistant", text], line)
 
     async def cmd_help(self, args: list[str], line: str) -> None:
         self.out(HELP)
