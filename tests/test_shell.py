@@ -204,3 +204,15 @@ def test_builtin_model_answers_a_calc_question_with_a_tool_call(tmp_path: Path) 
         sh.expect(pexpect.EOF)
     finally:
         sh.close()
+
+
+def test_top_apps_models_mem(tmp_path: Path) -> None:
+    r = run_cli("--model", "scripted", "--state-dir", str(tmp_path), "-c",
+                "run generate --max-tokens 3 hello &; run sleep 0.3 &; top -n 1; apps; models; mem 1; "
+                "kill %2", entry=ENTRY)
+    out = r.stdout
+    assert re.search(r"PID\s+STATE\s+TOK/S\s+GEN\s+KV\s+PAGES\s+APP", out), out
+    assert re.search(r"\d+\s+\w+\s+[\d.]+\s+\d+\s+\S+\s+\S+\s+sleep", out), out
+    assert "assistant" in out and "calc-agent" in out and "team" in out
+    assert re.search(r"default\s+scripted\s+window \d+ tokens", out)
+    assert '"pid": 1' in out or '"pid":1' in out  # mem_stat of init, as JSON
