@@ -46,7 +46,31 @@ class ShellCompleter(Completer):
                 yield Completion(cand, start_position=-len(word))
 
 
-class PromptTerminal:
+class _StdIO:
+    """Output to stdout/stderr and Ctrl-C counting, shared by both terminals."""
+
+    _interrupts = 0
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def write_err(self, text: str) -> None:
+        sys.stdout.flush()
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def take_interrupt(self) -> int:
+        n, self._interrupts = self._interrupts, 0
+        return n
+
+    async def watch_sigint(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                self._interrupts += 1
+
+
+class PromptTerminal(_StdIO):
     """An interactive terminal with history and tab completion."""
 
     def __init__(self, history: Path | None = None) -> None:
@@ -78,30 +102,13 @@ class PromptTerminal:
                                                           handle_sigint=False)
         return answer.strip().lower() in ("y", "yes")
 
-    def write(self, text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    def write_err(self, text: str) -> None:
-        sys.stdout.flush()
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    def take_interrupt(self) -> int:
-        n, self._interrupts = self._interrupts, 0
-        return n
-
     def set_names(self, apps: list[str], pids: list[int]) -> None:
         self.completer.apps = apps
         self.completer.pids = [str(p) for p in pids]
 
-    async def watch_sigint(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT) as signals:
-            async for _ in signals:
-                self._interrupts += 1
 
 
-class LineTerminal:
+class LineTerminal(_StdIO):
     """Commands from a list of lines (``-c``, a script file or piped stdin)."""
 
     def __init__(self, lines: list[str]) -> None:
@@ -116,23 +123,6 @@ class LineTerminal:
         self.write_err(f"lmosh: refused: {question} (no terminal to confirm on)\n")
         return False
 
-    def write(self, text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    def write_err(self, text: str) -> None:
-        sys.stdout.flush()
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    def take_interrupt(self) -> int:
-        n, self._interrupts = self._interrupts, 0
-        return n
-
     def set_names(self, apps: list[str], pids: list[int]) -> None:
         return None
 
-    async def watch_sigint(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT) as signals:
-            async for _ in signals:
-                self._interrupts += 1
