@@ -43,6 +43,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_seqs: int = 64
     max_tokens_per_step: int = 2048
     kv_policy: KVPolicy = "adaptive"
+    # a CPU step predicted shorter than this runs on the event-loop thread (faster: one OpenMP team),
+    # longer ones in a worker thread so the loop stays responsive; 0 = always a worker thread
+    inline_step_ms: float = 50.0
     # tracing
     trace_per_process: int = 256  # syscall trace entries kept in memory per process
 

@@ -21,11 +21,13 @@ step
 
 All methods except :meth:`Driver.step` are cheap bookkeeping and are called on
 the event loop; ``step`` may take milliseconds to seconds and is called in a
-worker thread.  The kernel serialises every call into one driver, so a driver
-needs no locking of its own.  Errors are raised as
-:class:`lmos.errors.SyscallError` (``ENOMEM`` when blocks run out, ``E2BIG``
-when a sequence would exceed the model window, ``ENOENT`` for an unknown
-sequence, ``EINVAL`` for a bad argument).
+worker thread, or on the loop thread while its steps stay short if the driver sets
+``inline_step = True`` (worth it for CPU compute: see :mod:`lmos.kernel.placement`).
+The kernel serialises every call into one driver, so a driver needs no
+locking of its own.  Errors are raised as :class:`lmos.errors.SyscallError`
+(``ENOMEM`` when blocks run out, ``E2BIG`` when a sequence would exceed the
+model window, ``ENOENT`` for an unknown sequence, ``EINVAL`` for a bad
+argument).
 """
 
 from __future__ import annotations

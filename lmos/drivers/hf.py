@@ -27,7 +27,8 @@ import torch
 from lmos.drivers import hf_attention, hf_load, sampling
 from lmos.drivers.base import DriverLimits, KVCost, KVLocation, SamplingParams, StepPlan, Tokenizer
 from lmos.drivers.blocks import BlockAllocator
-from lmos.drivers.kv_pool import KVPool, KVShape, budget_bytes
+from lmos.drivers.hf_probe import probe_kv_shape
+from lmos.drivers.kv_pool import KVPool, budget_bytes
 from lmos.drivers.paging import PageTable, Seq
 from lmos.errors import Errno, SyscallError
 
@@ -43,15 +44,6 @@ def _on_cuda_thread() -> ThreadPoolExecutor:
     if _cuda_thread is None:
         _cuda_thread = ThreadPoolExecutor(1, thread_name_prefix="lmos-cuda-step")
     return _cuda_thread
-
-
-def _kv_shape(model: Any, dtype: torch.dtype) -> KVShape:
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    heads = cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    item = torch.empty((), dtype=dtype).element_size()
-    return KVShape(cfg.num_hidden_layers, kv_heads, head_dim, item)
 
 
 class HFDriver:
@@ -85,7 +77,7 @@ class HFDriver:
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.vocab_size = int(cfg.vocab_size)
         window = max_model_len or getattr(cfg, "max_position_embeddings", None) or 4096
-        shape = _kv_shape(model, self.dtype)
+        shape = probe_kv_shape(model, self.dtype)
         token_bytes = shape.bytes_per_token()
         budget = budget_bytes(kv_memory, self.device)
         # never reserve more than every sequence filling the window twice over
@@ -113,6 +105,9 @@ class HFDriver:
         self._host_refs: dict[int, int] = {}  # id(host tensor) -> holders (forks share)
         self.prefill_tok_s = 20000.0 if self.device.type == "cuda" else 2000.0  # refined by real steps
         self.steps = 0
+        # CPU steps may run on the kernel's loop thread (see lmos.kernel.placement); CUDA steps
+        # always go to the one CUDA thread
+        self.inline_step = self.device.type == "cpu"
         self._closed = False
         # the decode working copy may take up to a quarter of the pool's size on top of it
         self._decode_cache = hf_attention.DecodeCache(pool_bytes // 4) if decode_cache else None

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lmos.drivers.hf_probe import Probe
 from lmos.drivers.kv_pool import KVPool
 from lmos.errors import Errno, SyscallError
 
@@ -256,13 +257,14 @@ def paged_attention(
     for the T packed new tokens; returns ``[1, T, H, D]`` as transformers
     expects of an attention function.
     """
-    batch: StepBatch | None = kwargs.get("lmos_batch")
+    batch = kwargs.get("lmos_batch")
     if batch is None:
         raise SyscallError(Errno.EINVAL, "lmos_paged attention called outside an lmos driver step")
-    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
-        # logit soft-capping and attention sinks change the softmax itself; silently ignoring them
-        # would produce plausible but wrong text
-        raise SyscallError(Errno.EINVAL, "lmos_paged attention supports no softcap / attention sinks")
+    if isinstance(batch, Probe):
+        return batch.record(module, query, key, value)
+    # logit soft-capping (Gemma 2) and attention sinks (gpt-oss) change the softmax itself
+    softcap: float | None = kwargs.get("softcap")
+    sinks: torch.Tensor | None = kwargs.get("s_aux")
     layer = int(module.layer_idx)  # type: ignore[arg-type]
     kc, vc = batch.pool.keys[layer], batch.pool.values[layer]
     kc.index_copy_(0, batch.slots, key[0].transpose(0, 1))
@@ -292,8 +294,9 @@ def paged_attention(
             k, v = kw[:, :, : g.kv_len], vw[:, :, : g.kv_len]
         # fold the query heads sharing a KV head into the query axis: [B, Hkv, rep, D]
         q = q_all[:, :n].transpose(0, 1).reshape(n, kv_heads, rep, dim)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=g.mask(sliding_window), scale=scaling)
-        outs.append(o.reshape(n, heads, dim))
+        sink = None if sinks is None else sinks.view(1, kv_heads, rep, 1)
+        o = _attend(q, k, v, g.mask(sliding_window), scaling, softcap, sink)
+        outs.append(o.reshape(n, heads, -1))
 
     g = batch.pre
     if g is not None:
@@ -309,9 +312,41 @@ def paged_attention(
             q = q_pre.new_zeros(heads, g.batch, g.q_pos.shape[1], dim)
             q[:, g.valid] = q_pre
             q = q.transpose(0, 1)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=g.mask(sliding_window), scale=scaling)
+        sink = None if sinks is None else sinks.view(1, heads, 1, 1)
+        o = _attend(q, k, v, g.mask(sliding_window), scaling, softcap, sink)
         o = o.transpose(1, 2)  # [B, Q, H, D]
-        outs.append(o.reshape(-1, heads, dim) if g.valid is None else o[g.valid])
+        outs.append(o.reshape(-1, heads, o.shape[-1]) if g.valid is None else o[g.valid])
 
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
     return out.unsqueeze(0), None
+
+
+def _attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float | None,
+    softcap: float | None,
+    sinks: torch.Tensor | None,
+) -> torch.Tensor:
+    """Masked attention: SDPA when it can, else the same softmax written out.
+
+    Soft-capped logits (``tanh(s / cap) * cap``) and attention sinks (one extra
+    learned logit per head that takes probability mass and contributes no
+    value) are outside what SDPA computes, so those models get the explicit
+    form, matching the models' own eager attention.
+    """
+    if softcap is None and sinks is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~mask, float("-inf"))
+    if sinks is None:
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    else:
+        sink = sinks.to(scores.dtype).expand(*scores.shape[:-1], 1)
+        both = torch.cat([scores, sink], dim=-1)
+        probs = torch.softmax(both - both.amax(dim=-1, keepdim=True), dim=-1, dtype=torch.float32)[..., :-1]
+    return torch.matmul(probs.to(v.dtype), v)

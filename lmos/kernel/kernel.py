@@ -77,9 +77,9 @@ class KernelCore:
         cfg = self.config
         policy = make_policy(cfg.policy, quantum=cfg.quantum_tokens, aging_per_second=cfg.aging_per_second)
         advisor = KVAdvisor(driver, cfg.kv_policy)
-        if threaded is None:
-            threaded = not getattr(driver, "inline_step", False)
-        sched = Scheduler(name, driver, policy, advisor, threaded=threaded)
+        inline_below = cfg.inline_step_ms / 1000 if getattr(driver, "inline_step", False) else 0.0
+        sched = Scheduler(name, driver, policy, advisor, threaded=threaded is not False,
+                          inline_below=inline_below)
         sched.on_token = self._on_token
         self.schedulers[name] = sched
         if self.default_model is None:

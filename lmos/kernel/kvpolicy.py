@@ -6,11 +6,14 @@ some sequence outside the step must give its blocks up.  Keeping costs device
 memory for as long as the process waits; swapping costs two copies over the
 host link; dropping costs a recompute (a prefill of every token) on return.
 
-The adaptive rule follows the InferCept idea: estimate how long the syscall
-will take from what calls of that name took before (an exponential moving
-average per syscall name), and compare the memory the process would pin for
-that time against the cheaper of the two moves.  With no pressure on the pool
-nothing is moved at all, because idle memory that nobody wants costs nothing.
+The adaptive rule follows the InferCept idea of counting waste in
+memory x time.  Keeping wastes the process's own blocks for as long as the
+syscall lasts, estimated from what calls of that name took before (an
+exponential moving average per syscall name).  A move wastes the memory of the
+whole running batch for as long as the move stalls the step: the copy out and
+back for a swap, the re-prefill for a drop.  The cheaper waste wins.  With no
+pressure on the pool nothing is moved at all, because idle memory that nobody
+wants costs nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class KVAdvisor:
     """Tracks each sequence's KV location and decides moves for one driver."""
 
     def __init__(self, driver: Driver, mode: Mode = "adaptive", *, pressure: float = 0.25,
-                 prior_seconds: float = 0.05, alpha: float = 0.3, keep_steps: int = 32) -> None:
+                 prior_seconds: float = 0.05, alpha: float = 0.3) -> None:
         self.driver = driver
         self.mode: Mode = mode
         self.pressure = pressure  # below this fraction of free blocks the pool is "under pressure"
@@ -41,8 +44,6 @@ class KVAdvisor:
         self._moves: dict[int, Move] = {}
         self.counts = {"keep": 0, "swap": 0, "drop": 0, "evict_swap": 0, "evict_drop": 0}
         self.swap_ok = True  # cleared when host swap space ran out
-        self.step_seconds = 0.0  # EMA of a model step, fed by the scheduler
-        self.keep_steps = keep_steps
 
     # -- bookkeeping -------------------------------------------------------
     def track(self, pid: int) -> None:
@@ -120,12 +121,16 @@ class KVAdvisor:
             total = max(1, drv.limits.num_blocks)
             if drv.kv_free() / total >= self.pressure:
                 return None  # nobody is short of memory: keeping is free
-            # A moved-out process must be re-admitted when it returns, which waits for free
-            # blocks; that only pays when it is away for many steps, not just longer than a copy.
-            horizon = max(min(c.swap_seconds, c.recompute_seconds), self.keep_steps * self.step_seconds)
-            if seconds < horizon:
+            if not self._worth_moving(c, seconds):
                 return None  # back before a move would pay for itself
         return self._pick(c)
+
+    def _worth_moving(self, c: KVCost, seconds: float) -> bool:
+        """InferCept's comparison: blocks idle while kept against the batch's blocks stalled by the move."""
+        move = self._pick(c)
+        stall = c.swap_seconds if move == "swap" else c.recompute_seconds
+        in_use = self.driver.limits.num_blocks - self.driver.kv_free()
+        return seconds * c.exclusive_blocks > stall * max(in_use, 1)
 
     # -- applying moves inside a plan -------------------------------------
     def fill_moves(self, plan: StepPlan) -> None:
@@ -161,10 +166,9 @@ class KVAdvisor:
                               if where == "device" and pid not in runnable and pid not in chosen]
         if self.mode == "keep":
             victims = [pid for pid in victims if pid not in self.blocked]
-        elif self.mode == "adaptive":  # a process due back within the keep horizon is not worth moving
-            horizon = self.keep_steps * self.step_seconds
-            victims = [pid for pid in victims
-                       if pid not in self.blocked or self.expect(self.blocked[pid]) >= horizon]
+        elif self.mode == "adaptive":  # a process due back before a move pays off is not worth moving
+            victims = [pid for pid in victims if pid not in self.blocked
+                       or self._worth_moving(self.driver.cost(pid), self.expect(self.blocked[pid]))]
         victims.sort(key=lambda pid: -self.expect(self.blocked.get(pid, "")))
         victims += [p.pid for p in reversed(later) if self.loc.get(p.pid) == "device"]
         for pid in victims:
@@ -179,12 +183,6 @@ class KVAdvisor:
             chosen.add(pid)
             freed += c.exclusive_blocks
         return freed
-
-    def applied(self, plan: StepPlan, seconds: float) -> None:
-        """The driver ran ``plan`` in ``seconds`` (locations were updated when planned)."""
-        if plan.items:
-            s = self.step_seconds
-            self.step_seconds = seconds if s == 0.0 else s + 0.1 * (seconds - s)
 
     def held(self, pids: Iterable[int]) -> int:
         return sum(1 for p in pids if self.loc.get(p) == "device")

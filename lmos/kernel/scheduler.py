@@ -26,6 +26,7 @@ import anyio.lowlevel
 from lmos.drivers.base import Driver, StepItem, StepPlan
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.kvpolicy import KVAdvisor
+from lmos.kernel.placement import StepPlacement
 from lmos.kernel.policies import Policy
 from lmos.kernel.process import Process, State
 
@@ -40,12 +41,13 @@ class Scheduler:
     """Owns one driver: its run queue, its lock and its step loop."""
 
     def __init__(self, name: str, driver: Driver, policy: Policy, advisor: KVAdvisor,
-                 *, threaded: bool = True) -> None:
+                 *, threaded: bool = True, inline_below: float = 0.0) -> None:
         self.name = name
         self.driver = driver
         self.policy = policy
         self.kv = advisor
-        self.threaded = threaded  # run step() in a worker thread (False only for trivial drivers)
+        self.threaded = threaded  # False: every step on the loop thread (trivial drivers only)
+        self.placement = StepPlacement(inline_below)  # when threaded: which steps may still run inline
         self.lock = anyio.Lock()  # serialises every call into the driver
         self.runnable: dict[int, Process] = {}
         self.running: set[int] = set()
@@ -93,19 +95,22 @@ class Scheduler:
                     stalled = True
                 else:
                     stalled = False
+                    seqs = len(plan.items)
+                    tokens = sum(item.num_tokens for item in plan.items)
+                    inline = not self.threaded or self.placement.inline(seqs, tokens)
                     t1 = time.perf_counter()
                     try:
-                        if self.threaded:
-                            results = await anyio.to_thread.run_sync(self.driver.step, plan)
-                        else:
+                        if inline:
                             results = self.driver.step(plan)
+                        else:
+                            results = await anyio.to_thread.run_sync(self.driver.step, plan)
                     except Exception as exc:  # a driver failure must not take the kernel down
                         self._step_failed(plan, picked, exc)
                         continue
                     finally:
                         dt = time.perf_counter() - t1
                         self.step_seconds += dt
-                    self.kv.applied(plan, dt)
+                        self.placement.record(seqs, tokens, dt, inline)
             if stalled:
                 # Nothing fits (all stopped, or KV exhausted by pinned sequences):
                 # wait until something changes instead of spinning.
@@ -288,6 +293,7 @@ class Scheduler:
             "step_us": 1e6 * self.step_seconds / steps,
             "overhead_us": 1e6 * (self.tick_seconds - self.step_seconds) / steps,
             "runnable": len(self.runnable),
+            "inline_steps": self.placement.inline_steps,
         }
 
 
