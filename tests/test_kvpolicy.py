@@ -102,3 +102,21 @@ async def test_waiting_admissions_that_fill_the_pool_do_not_deadlock() -> None:
             pids = [await k.spawn(agent2, [f"a{i}"]) for i in range(2)]
             results = [(await k.wait(p)).result for p in pids]
     assert results == [[f"a{i} {r} " + "x" * 10 for r in range(2)] for i in range(2)]
+
+
+def test_swap_comes_back_after_host_space_frees() -> None:
+    """A failed swap (host space full) evicts by recompute only until swapped sequences return."""
+    from lmos.drivers.scripted import ScriptedDriver
+    from lmos.kernel.kvpolicy import KVAdvisor
+
+    drv = ScriptedDriver()
+    drv.add(1, [1, 2, 3], drv.default_sampling())
+    kv = KVAdvisor(drv, "swap")
+    kv.track(1)
+    kv.track(2)
+    kv.mark(2, "host")
+    assert kv._pick(drv.cost(1)) == "swap"
+    kv.swap_failed()
+    assert not kv.swap_ok and kv._pick(drv.cost(1)) == "drop"
+    kv.mark(2, "device")  # the swapped sequence came back: its host space is free
+    assert kv.swap_ok and kv._pick(drv.cost(1)) == "swap"

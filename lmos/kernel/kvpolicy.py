@@ -43,7 +43,7 @@ class KVAdvisor:
         self.blocked: dict[int, str] = {}  # pid -> syscall it is blocked in
         self._moves: dict[int, Move] = {}
         self.counts = {"keep": 0, "swap": 0, "drop": 0, "evict_swap": 0, "evict_drop": 0}
-        self.swap_ok = True  # cleared when host swap space ran out
+        self._swap_full = False  # a swap out failed for lack of host space; cleared once all are back
 
     # -- bookkeeping -------------------------------------------------------
     def track(self, pid: int) -> None:
@@ -66,6 +66,16 @@ class KVAdvisor:
         except Exception:
             return
         self.loc[pid] = {KVLocation.DEVICE: "device", KVLocation.HOST: "host"}.get(where, "none")
+
+    @property
+    def swap_ok(self) -> bool:
+        """Swap is usable unless host space ran out and some sequence still holds it."""
+        if self._swap_full and not any(where == "host" for where in self.loc.values()):
+            self._swap_full = False  # every swapped sequence came back: the space is free again
+        return not self._swap_full
+
+    def swap_failed(self) -> None:
+        self._swap_full = True
 
     def _pick(self, c: KVCost) -> Move:
         if self.mode == "swap" and self.swap_ok:

@@ -262,8 +262,9 @@ class Scheduler:
         for pid in moved:
             self.kv.resync(pid)
         if moved and err.errno is Errno.ENOMEM and plan.swap_out:
-            log.warning("swap failed (%s); evicting by recompute from now on", err.message)
-            self.kv.swap_ok = False
+            log.warning("swap failed (%s); evicting by recompute until swapped sequences return",
+                        err.message)
+            self.kv.swap_failed()
             return
         log.error("driver step failed: %s", err)
         for p in picked:
