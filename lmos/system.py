@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lmos.config import Config, default_home, load_config
 from lmos.drivers.base import Driver
@@ -288,6 +289,11 @@ class Kernel:
             raise
         return w
 
+    async def kill_and_reap(self, pid: int) -> None:
+        """Kill ``pid`` and reap it, even from a cancelled caller (the work is shielded)."""
+        with anyio.CancelScope(shield=True):
+            await self._kill_and_reap(pid)
+
     async def _kill_and_reap(self, pid: int) -> None:
         core, sys = self._core()
         if pid not in core.procs:
@@ -308,20 +314,33 @@ class Kernel:
         r = await self.syscall("ps")
         return list(r.procs)
 
-    async def stream(self, pid: int) -> AsyncIterator[Event]:
-        """Events of ``pid`` from now on (tokens, state changes, exit); ends at exit."""
+    def stream(self, pid: int) -> AsyncIterator[Event]:
+        """Events of ``pid`` from this call on (tokens, state changes, exit); ends at exit.
+
+        The subscription is made here, not at the first iteration, so calling
+        this right after ``spawn`` (with no await between) sees every token,
+        and an unknown pid raises ``ESRCH`` at once.
+        """
         core, _ = self._core()
         p = core.get(pid)
         if p.ended:
-            yield Event(pid=pid, kind="exit", exit_status=p.exit_status, state=p.state.value, data=p.result)
-            return
+            return _ended(Event(pid=pid, kind="exit", exit_status=p.exit_status, state=p.state.value,
+                                data=p.result))
         recv = core.events.subscribe(pid)
         core.watch(pid)
-        async with recv:
-            async for ev in recv:
-                yield ev
-                if ev.kind == "exit":
-                    return
+        return _drain(recv)
+
+
+async def _ended(ev: Event) -> AsyncIterator[Event]:
+    yield ev
+
+
+async def _drain(recv: MemoryObjectReceiveStream[Event]) -> AsyncIterator[Event]:
+    async with recv:
+        async for ev in recv:
+            yield ev
+            if ev.kind == "exit":
+                return
 
 
 def _strip_errno(msg: str) -> str:

@@ -111,6 +111,22 @@ def bench(name: Annotated[str, typer.Argument(help="benchmark name, e.g. kernel_
 
 
 @app.command()
+def serve(model: ModelOpt = None, state_dir: StateOpt = None,
+          host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8080,
+          token: Annotated[str | None, typer.Option(envvar="LMOS_API_TOKEN", help="require "
+                                                    "'Authorization: Bearer TOKEN' on every request")] = None,
+          ) -> None:
+    """Serve the HTTP API (lmos's own routes and OpenAI-compatible ones) until Ctrl-C."""
+    from lmos.cli.boot import run_server
+
+    if not 0 <= port < 65536:
+        print(f"lmos: EINVAL: port {port} is out of range", file=sys.stderr)
+        raise typer.Exit(2)
+    raise typer.Exit(anyio.run(run_server, model_of(model), state_dir_of(state_dir), host, port, token))
+
+
+@app.command()
 def version() -> None:
     """Print the lmos version."""
     from lmos import __version__

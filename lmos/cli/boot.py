@@ -113,3 +113,29 @@ async def run_app(model: Any, state_dir: str, app: str, argv: list[str]) -> int:
         print(f"lmos: {app}: {w.error or 'exit status ' + str(w.exit_status)}", file=sys.stderr)
         return w.exit_status if 0 < w.exit_status < 256 else 1
     return 0
+
+
+async def run_server(model: Any, state_dir: str, host: str, port: int, token: str | None) -> int:
+    """lmos serve: the HTTP API until SIGINT/SIGTERM, then a clean shutdown of everything."""
+    from lmos.server import serve as serve_http
+
+    async with booted(model, state_dir) as k, anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+                async for _ in sigs:
+                    tg.cancel_scope.cancel()
+                    return
+
+        def ready(bound: int) -> None:
+            auth = " (bearer token required)" if token else ""
+            print(f"lmos: serving the HTTP API on http://{host}:{bound}/v1{auth}", file=sys.stderr,
+                  flush=True)
+
+        async def http() -> None:
+            await serve_http(k, host=host, port=port, uid=os.getuid(), token=token, ready=ready)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_on_signal)
+        tg.start_soon(http)
+    return 0

@@ -1,0 +1,113 @@
+"""Wire types and errors of the HTTP API.
+
+Requests are msgspec structs decoded straight from the body, so a wrong type,
+a missing field or (for lmos's own endpoints) an unknown field is a 400 with
+one line saying which, before anything runs.  Kernel errors keep their errno:
+the body is always ``{"error": {"errno": NAME, "message": TEXT}}`` and the
+status follows the errno (ENOENT/ESRCH 404, EPERM/EACCES 403, EAGAIN 429 ...),
+so a client can branch on either.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lmos.errors import Errno, SyscallError
+
+STATUS: dict[Errno, int] = {
+    Errno.EINVAL: 400, Errno.EFAULT: 400, Errno.E2BIG: 413, Errno.ENOENT: 404, Errno.ESRCH: 404,
+    Errno.EPERM: 403, Errno.EACCES: 403, Errno.EEXIST: 409, Errno.EAGAIN: 429, Errno.EBUSY: 409,
+    Errno.ECHILD: 404, Errno.ETIMEDOUT: 504, Errno.ENOMEM: 503, Errno.ECANCELED: 409,
+}
+
+Tokens = Annotated[int, Meta(ge=1, le=1 << 20)]
+Temp = Annotated[float, Meta(ge=0.0, le=100.0)]
+Prob = Annotated[float, Meta(gt=0.0, le=1.0)]
+
+
+class CompleteReq(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    prompt: str | None = None
+    token_ids: list[Annotated[int, Meta(ge=0)]] | None = None
+    max_tokens: Tokens = 256
+    temperature: Temp | None = None
+    top_p: Prob | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0.0)] | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    model: str | None = None
+    priority: int = 0
+    stream: bool = False
+
+
+class ChatReq(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    messages: list[dict[str, Any]]
+    tools: list[str] = msgspec.field(default_factory=list)
+    max_steps: Annotated[int, Meta(ge=1, le=64)] = 8
+    max_tokens: Tokens = 256
+    temperature: Temp | None = None
+    top_p: Prob | None = None
+    seed: int | None = None
+    model: str | None = None
+
+
+class SpawnReq(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    app: str
+    argv: list[str] = msgspec.field(default_factory=list)
+    model: str | None = None
+    priority: int = 0
+    weight: Annotated[float, Meta(gt=0.0)] = 1.0
+    token_quota: Annotated[int, Meta(ge=1)] | None = None
+
+
+class SignalReq(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    signal: str | int = "TERM"
+
+
+class HTTPError(Exception):
+    """An error that is the client's fault before the kernel is involved (bad JSON, auth)."""
+
+    def __init__(self, status: int, errno: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.errno, self.message = status, errno, message
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, errno: str, message: str) -> Response:
+    return json_response({"error": {"errno": errno, "message": message}}, status)
+
+
+def from_syscall(exc: SyscallError) -> Response:
+    return error_response(STATUS.get(exc.errno, 500), exc.errno.name, exc.message)
+
+
+T = TypeVar("T")
+
+
+async def decode(request: Request, kind: type[T]) -> T:
+    """The body as ``kind``; HTTPError 400 with msgspec's one-line reason otherwise."""
+    body = await request.body()
+    if len(body) > 8 << 20:
+        raise HTTPError(413, "E2BIG", "request body over 8 MiB")
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise HTTPError(400, "EINVAL", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise HTTPError(400, "EINVAL", f"body is not valid JSON: {exc}") from None
+
+
+def sse(event: str | None, data: Any) -> bytes:
+    """One server-sent event (``data`` as one JSON line, or a raw string)."""
+    payload = data if isinstance(data, str) else msgspec.json.encode(data).decode()
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
