@@ -210,3 +210,26 @@ def test_lmos_serve_command(tmp_path: Any) -> None:
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()
+
+
+async def test_concurrent_clients(srv: Server) -> None:
+    """Many clients at once, streamed and not: each gets its own complete answer."""
+    results: dict[int, str] = {}
+
+    async def plain(i: int) -> None:
+        r = await srv.http.post("/v1/complete", json={"prompt": f"plain-{i:02d}", "max_tokens": 8})
+        results[i] = r.json()["text"]
+
+    async def streamed(i: int) -> None:
+        async with srv.http.stream("POST", "/v1/complete",
+                                   json={"prompt": f"strm-{i:02d}", "max_tokens": 7, "stream": True}) as r:
+            events = await sse_events(r)
+        results[100 + i] = "".join(json.loads(d)["text"] for e, d in events if e == "token")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(16):
+            tg.start_soon(plain, i)
+            tg.start_soon(streamed, i)
+    want = {i: f"plain-{i:02d}" for i in range(16)} | {100 + i: f"strm-{i:02d}" for i in range(16)}
+    assert results == want
+    assert not [p for p in await srv.k.ps() if p.app == "llm.complete"]
