@@ -28,7 +28,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise SyscallError(Errno.EBUSY, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        # an unknown host name is a bad argument; a taken or forbidden port is a busy resource
+        errno = Errno.EINVAL if isinstance(exc, socket.gaierror) else Errno.EBUSY
+        raise SyscallError(errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(128)
     sock.setblocking(False)
     return sock

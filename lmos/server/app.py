@@ -26,9 +26,8 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,12 +47,12 @@ from lmos.server.wire import (
     from_syscall,
     json_response,
     sse,
+    until_disconnect,
 )
 from lmos.system import Kernel
 
 log = logging.getLogger("lmos.server")
 Handler = Callable[[Request], Awaitable[Response]]
-T = TypeVar("T")
 
 
 def _pid(request: Request) -> int:
@@ -216,35 +215,6 @@ class API:
         pid = _pid(request)
         await self.k.kill(pid)
         return json_response({"pid": pid, "signal": "KILL"})
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first (the facade then kills its process)."""
-    box: list[T] = []
-    failed: list[Exception] = []
-
-    async def run(scope: anyio.CancelScope) -> None:
-        try:
-            box.append(await work)
-        except Exception as exc:  # raised below, outside the task group (which would wrap it)
-            failed.append(exc)
-        scope.cancel()
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        while True:
-            msg = await request.receive()
-            if msg["type"] == "http.disconnect":
-                scope.cancel()
-                return
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run, tg.cancel_scope)
-        tg.start_soon(watch, tg.cancel_scope)
-    if failed:
-        raise failed[0]
-    if not box:
-        raise HTTPError(499, "EINTR", "client closed the connection")
-    return box[0]
 
 
 def _gen_args(req: CompleteReq) -> dict[str, Any]:

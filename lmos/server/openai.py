@@ -23,7 +23,17 @@ from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from lmos.server.wire import CompleteReq, HTTPError, Prob, Temp, Tokens, decode, json_response, sse
+from lmos.server.wire import (
+    CompleteReq,
+    HTTPError,
+    Prob,
+    Temp,
+    Tokens,
+    decode,
+    json_response,
+    sse,
+    until_disconnect,
+)
 
 if TYPE_CHECKING:
     from lmos.server.app import API
@@ -110,8 +120,6 @@ class OpenAI:
             stop=req.stops(), model=model)
         cid, created, name = f"cmpl-{uuid.uuid4().hex}", int(time.time()), req.model
         if not req.stream:
-            from lmos.server.app import until_disconnect
-
             prompt_arg = native.prompt if native.prompt is not None else list(native.token_ids or [])
             c = await until_disconnect(request, self.api.k.complete(
                 prompt_arg, max_tokens=native.max_tokens, temperature=native.temperature, top_p=native.top_p,
@@ -142,8 +150,6 @@ class OpenAI:
         return StreamingResponse(body(), media_type="text/event-stream")
 
     async def chat_completions(self, request: Request) -> Response:
-        from lmos.server.app import until_disconnect
-
         req = await decode(request, ChatCompletionsReq)
         req.check()
         if not req.messages:

@@ -10,8 +10,10 @@ so a client can branch on either.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
+import anyio
 import msgspec
 from msgspec import Meta
 from starlette.requests import Request
@@ -111,3 +113,32 @@ def sse(event: str | None, data: Any) -> bytes:
     payload = data if isinstance(data, str) else msgspec.json.encode(data).decode()
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {payload}\n\n".encode()
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (the facade then kills its process)."""
+    box: list[T] = []
+    failed: list[Exception] = []
+
+    async def run(scope: anyio.CancelScope) -> None:
+        try:
+            box.append(await work)
+        except Exception as exc:  # raised below, outside the task group (which would wrap it)
+            failed.append(exc)
+        scope.cancel()
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while True:
+            msg = await request.receive()
+            if msg["type"] == "http.disconnect":
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, tg.cancel_scope)
+        tg.start_soon(watch, tg.cancel_scope)
+    if failed:
+        raise failed[0]
+    if not box:
+        raise HTTPError(499, "EINTR", "client closed the connection")
+    return box[0]
