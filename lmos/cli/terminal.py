@@ -19,7 +19,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-from lmos.userland.shell import COMMANDS
+from lmos.userland.shell.core import command_table
 
 
 class ShellCompleter(Completer):
@@ -34,7 +34,7 @@ class ShellCompleter(Completer):
         words = text.split()
         word = document.get_word_before_cursor(WORD=True)
         if len(words) == 0 or (len(words) == 1 and not text.endswith(" ")):
-            pool: list[str] = list(COMMANDS)
+            pool: list[str] = sorted(command_table())
         elif words[0] == "run":
             pool = self.apps
         elif words[0] in ("kill", "stop", "cont", "wait", "mem", "logs"):

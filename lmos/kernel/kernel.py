@@ -10,6 +10,7 @@ scope, so KILL/TERM are a cancellation and shutdown reaps everything.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -65,6 +66,11 @@ class KernelCore:
         self._intr: dict[int, anyio.CancelScope] = {}
         self._cont: dict[int, anyio.Event] = {}
         self._kill: dict[int, Signal] = {}
+        self.operator_uid = _operator_uid(journal.path)
+
+    def is_operator(self, uid: int) -> bool:
+        """Root, or the user who owns the state directory: who may install apps and mount folders."""
+        return uid == 0 or uid == self.operator_uid
 
     # -- wiring ------------------------------------------------------------
     def attach(self, tg: TaskGroup) -> None:
@@ -419,3 +425,13 @@ class _null:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _operator_uid(db_path: str) -> int:
+    """The owner of the state directory (this process's user for an in-memory kernel)."""
+    if db_path == ":memory:":
+        return os.getuid()
+    try:
+        return os.stat(os.path.dirname(db_path) or ".").st_uid
+    except OSError:
+        return os.getuid()

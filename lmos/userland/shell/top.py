@@ -14,7 +14,7 @@ import anyio
 from lmos.errors import SyscallError
 
 if TYPE_CHECKING:
-    from lmos.userland.shell import Shell
+    from lmos.userland.shell.core import Shell
 
 
 async def _mem(sys: Any, pid: int) -> tuple[str, str]:

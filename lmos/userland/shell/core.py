@@ -1,0 +1,199 @@
+"""lmosh: the interactive shell, a userland program like sh.
+
+The shell runs as an ordinary process and every command is a syscall (spawn,
+ps, kill, wait, events, fs_*, mem_stat, trace ...), so whatever the shell can
+do, an app with the same capabilities could do.  Terminal input and output come
+from a :class:`Terminal` that the front end provides (prompt_toolkit for people,
+a line list for ``-c`` and scripts).
+
+This module is the loop and the command table; the commands live by concept in
+their own modules (:mod:`.jobs` job control, :mod:`.info` the system's state,
+:mod:`.files` the file store), each exporting ``COMMANDS`` and ``HELP``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lmos.errors import SyscallError
+
+PROMPT = "lmosh$ "
+Command = Callable[["Shell", list[str], str], Awaitable[None]]
+
+
+class Terminal(Protocol):
+    """What the shell needs from a terminal."""
+
+    async def read_line(self, prompt: str) -> str | None:
+        """A line of input; None at end of input (Ctrl-D)."""
+        ...
+
+    def write(self, text: str) -> None: ...
+
+    def write_err(self, text: str) -> None:
+        """Error output (stderr for a real terminal)."""
+        ...
+
+    def take_interrupt(self) -> int:
+        """Ctrl-C presses since the last call (0 when none)."""
+        ...
+
+    def set_names(self, apps: list[str], pids: list[int]) -> None:
+        """Words for tab completion."""
+        ...
+
+
+@dataclass
+class Job:
+    num: int
+    pid: int
+    cmd: str
+
+
+@dataclass
+class Done:
+    """A background job the prompt has reported as finished; ``wait`` can still show its result."""
+
+    pid: int
+    cmd: str
+    reply: Any = field(default=None)
+
+
+def modules() -> list[Any]:
+    """The command modules, in the order ``help`` lists them."""
+    from lmos.userland.shell import files, info, jobs
+
+    return [jobs, info, files]
+
+
+def command_table() -> dict[str, Command]:
+    table: dict[str, Command] = {}
+    for mod in modules():
+        table.update(mod.COMMANDS)
+    return table
+
+
+def help_text() -> str:
+    return "\n".join(mod.HELP.rstrip("\n") for mod in modules())
+
+
+class Shell:
+    def __init__(self, sys: Any, term: Terminal) -> None:
+        self.sys = sys
+        self.term = term
+        self.jobs: dict[int, Job] = {}
+        self.done: dict[int, Done] = {}  # pid -> finished background job, until `wait` reads it
+        self.next_job = 1
+        self.status = 0
+        self.running = True
+        self.handlers: dict[str, Command] = command_table()
+
+    def out(self, text: str = "") -> None:
+        self.term.write(text + "\n")
+
+    def err(self, text: str) -> None:
+        self.term.write_err(f"lmosh: {text}\n")
+        self.status = 1
+
+    # -- main loop ------------------------------------------------------------
+    async def run(self) -> int:
+        await self.refresh_names()
+        while self.running:
+            await self.report_done()
+            line = await self.term.read_line(PROMPT)
+            if line is None:
+                break
+            self.term.take_interrupt()
+            for part in split_commands(line):
+                await self.execute(part)
+                if not self.running:
+                    break
+        await self.shutdown()
+        return self.status
+
+    async def execute(self, line: str) -> None:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            self.err(f"syntax error: {exc}")
+            return
+        if not words:
+            return
+        name, args = words[0], words[1:]
+        handler = self.handlers.get(name)
+        if handler is None:
+            self.err(f"{name}: command not found (try help)")
+            return
+        self.status = 0
+        try:
+            await handler(self, args, line)
+        except SyscallError as exc:
+            self.err(f"{name}: {exc.errno.name}: {exc.message}")
+
+    async def refresh_names(self) -> None:
+        try:
+            apps = [a.name for a in (await self.sys.call("app_list")).apps]
+            pids = [p.pid for p in await self.sys.ps()]
+            self.term.set_names(apps, pids)
+        except SyscallError:
+            pass
+
+    async def shutdown(self) -> None:
+        """Ctrl-D / exit: end every job and reap it, so nothing is left running."""
+        for job in list(self.jobs.values()):
+            try:
+                await self.sys.kill(job.pid, "KILL")
+                await self.sys.wait(job.pid, timeout=10)
+            except SyscallError:
+                pass
+        self.jobs.clear()
+
+    async def report_done(self) -> None:
+        from lmos.userland.shell.jobs import report_done
+
+        await report_done(self)
+
+
+def split_commands(line: str) -> list[str]:
+    """Split on ``;`` outside quotes."""
+    parts: list[str] = []
+    cur: list[str] = []
+    quote = ""
+    for ch in line:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ";":
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+async def shell_main(sys: Any, argv: list[str], term: Terminal, script: list[str] | None = None) -> int:
+    """The lmosh program: interactive on ``term``, or the ``script`` lines then exit."""
+    sh = Shell(sys, term)
+    if script is None:
+        return await sh.run()
+    for line in script:
+        for part in split_commands(line):
+            await sh.execute(part)
+            if not sh.running:
+                break
+        if not sh.running:
+            break
+    if sh.running:  # a script's background jobs finish before the shell does
+        for job in list(sh.jobs.values()):
+            try:
+                await sys.wait(job.pid)
+            except SyscallError:
+                pass
+    await sh.report_done()
+    await sh.shutdown()
+    return sh.status
