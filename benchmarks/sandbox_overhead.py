@@ -1,14 +1,18 @@
 """Sandbox per-call overhead: a trivial program's round trip through a warm pool.
 
-Also measures a cold ``execute`` (worker start, lock-down, run, teardown), a
-run that makes one syscall, and, for scale, the same trivial program compiled
-and executed in-process with the same policy (what isolation costs on top).
-Progress goes to stderr; the last line on stdout is one JSON object.
+Also measures the round trip of new source (a program never run before in
+that worker, so the compile cache misses: what an app's first run or a new
+tool pays), a run that makes one syscall, a cold ``execute`` (worker start,
+lock-down, run, teardown) with and without the agent loop loaded (code apps
+start such a worker per run), and, for scale, the same trivial program
+compiled and executed in-process with the same policy (what isolation costs
+on top).  Progress goes to stderr; the last line on stdout is one JSON object.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -17,7 +21,7 @@ from typing import Any
 import anyio
 
 from lmos.userland import sandbox_policy
-from lmos.userland.sandbox import Sandbox, execute
+from lmos.userland.sandbox import Extras, Sandbox, execute
 
 TRIVIAL = "x = 1\n"
 TOOL = """
@@ -73,6 +77,18 @@ async def main() -> dict[str, Any]:
             assert result.ok, result.error
         figures["warm_call_tool_program_ms_median"] = _ms(tool)["median"]
         print(f"small tool program: {_ms(tool)}", file=sys.stderr)
+        nonce = os.urandom(8).hex()  # never seen by these workers: every run compiles
+        for name, body in (("new_source", TRIVIAL), ("new_source_tool_program", TOOL)):
+            fresh: list[float] = []
+            for i in range(100):
+                source = f"{body}\n# {nonce} {i}\n"
+                t0 = time.perf_counter()
+                result = await sandbox.run(source, inputs={"text": f"order {i}: 3 apples, 12 pears"})
+                fresh.append(time.perf_counter() - t0)
+                assert result.ok, result.error
+            figures[f"{name}_call_ms_median"] = _ms(fresh)["median"]
+            figures[f"{name}_call_ms_p95"] = _ms(fresh)["p95"]
+            print(f"{name.replace('_', ' ')} (cold compile, warm worker): {_ms(fresh)}", file=sys.stderr)
         info = sandbox.isolation
         if info is not None:
             figures["isolation"] = {"uid": info.uid, "no_new_privs": info.no_new_privs, "netns": info.netns,
@@ -85,6 +101,14 @@ async def main() -> dict[str, Any]:
         assert result.ok, result.error
     figures["cold_execute_ms_median"] = _ms(cold)["median"]
     print(f"cold execute: {_ms(cold)}", file=sys.stderr)
+    cold_agent: list[float] = []
+    for _ in range(COLD_CALLS):
+        t0 = time.perf_counter()
+        result = await execute(TRIVIAL, extras=Extras(agent={}))
+        cold_agent.append(time.perf_counter() - t0)
+        assert result.ok, result.error
+    figures["cold_execute_with_agent_loop_ms_median"] = _ms(cold_agent)["median"]
+    print(f"cold execute, agent loop loaded (a code app's run): {_ms(cold_agent)}", file=sys.stderr)
     code = sandbox_policy.compile_source(TRIVIAL)
     local: list[float] = []
     for i in range(WARM_CALLS):

@@ -33,6 +33,7 @@ class Errno(enum.IntEnum):
     EINVAL = 22  # invalid argument
     EFBIG = 27  # file too large
     ENOSPC = 28  # no space left (storage or window)
+    EROFS = 30  # read-only file system (a mounted host folder)
     EPIPE = 32  # channel closed
     ERANGE = 34
     ENOSYS = 38  # no such syscall

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import msgspec
@@ -39,6 +40,7 @@ from lmos.syscalls.types import ProcInfo, Usage, WaitReply
 from lmos.userland.coreutils import APPS as COREUTILS
 from lmos.userland.tools import builtin_tools, load_entry_points
 
+log = logging.getLogger("lmos")
 ModelArg = Driver | str | os.PathLike[str] | None
 Main = Callable[[Sys, list[str]], Awaitable[Any]]
 
@@ -95,7 +97,8 @@ def load_driver(model: ModelArg, config: Config) -> Driver:
 class Kernel:
     """The embedding API.  Use as ``async with Kernel(...) as k``."""
 
-    def __init__(self, model: ModelArg = None, *, policy: str | None = None, state_dir: str | None = None,
+    def __init__(self, model: ModelArg | Literal[False] = None, *, policy: str | None = None,
+                 state_dir: str | None = None,
                  config: Config | None = None, model_name: str = "default",
                  confirm: _confirm.ConfirmPolicy | None = None, plugins: bool = True,
                  **settings: Any) -> None:
@@ -130,10 +133,14 @@ class Kernel:
         journal = Journal.open(state_dir)
         try:
             core = KernelCore(self.config, journal)
-            self.sys = Syscalls(core, self.programs, trace_len=self.config.trace_per_process)
+            self.sys = Syscalls(core, self.programs, trace_len=self.config.trace_per_process,
+                                tools=self.tools, confirm_policy=self.confirm)
+            _open_app_store(self.sys)
             driver = self._model if isinstance(self._model, Driver) else None
             self._owned: list[Driver] = []  # drivers this kernel loaded (and so closes)
-            if driver is None:
+            # model=False: no model at all, for front-end commands that only touch storage
+            # (lmos cp, lmos app ...); generating then fails with ENOENT "no model is loaded".
+            if driver is None and self._model is not False:
                 driver = await anyio.to_thread.run_sync(load_driver, self._model, self.config)
                 self._owned.append(driver)
             tg = anyio.create_task_group()
@@ -144,9 +151,8 @@ class Kernel:
         self._tg = tg
         self.core = core
         core.attach(tg)
-        core.add_driver(self._model_name, driver)
-        _tool.install(core, self.tools)
-        _confirm.set_policy(core, self.confirm)
+        if driver is not None:
+            core.add_driver(self._model_name, driver)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -227,15 +233,18 @@ class Kernel:
 
         The process gets ``llm``, ``tool:NAME`` for each tool and, unless ``caps``
         says otherwise, whole-tree ``fs.read``/``fs.write`` when a file tool is
-        asked for.  ``sampling`` (temperature, top_p, seed ...) goes to every step.
+        asked for and ``kv`` when a kv tool is.  ``sampling`` (temperature, top_p,
+        seed ...) goes to every step.
         """
         from lmos.userland.agent import run_agent
 
         names = list(tools or [])
         for n in names:
             self.tools.get(n)  # ENOENT for an unknown tool, before anything runs
+        asked = set(names)
         granted = set(caps) if caps is not None else {"llm"} | (
-            {"fs.read", "fs.write"} if {"fs_read", "fs_write", "fs_list", "search"} & set(names) else set())
+            {"fs.read", "fs.write"} if {"fs_read", "fs_write", "fs_list", "search"} & asked else set()) | (
+            {"kv"} if {"kv_get", "kv_set"} & asked else set())
         granted |= {f"tool:{n}" for n in names}
         spec = {"messages": messages, "tools": names, "max_steps": max_steps, "max_tokens": max_tokens,
                 "sampling": sampling}
@@ -347,6 +356,34 @@ def _strip_errno(msg: str) -> str:
     name, sep, rest = msg.partition(": ")
     return rest if sep and name in Errno.__members__ else msg
 
+
+
+def _open_app_store(sys: Syscalls) -> None:
+    """Give the syscall layer its app store and register the apps installed in the state directory.
+
+    Every name registered so far (built-in apps, coreutils, plugins) is held:
+    an install cannot take it.  An installed app that no longer loads (this
+    lmos refuses what an older one accepted) is skipped with a warning rather
+    than failing the boot; ``lmos app remove`` still removes it.
+    """
+    from lmos.kernel.appdb import AppDB
+    from lmos.syscalls.apps import AppService
+    from lmos.userland.appstore import Loader, build_spec, package_from_files
+
+    builtin = frozenset(sys.programs.apps)
+    db = AppDB(sys.kernel.journal)
+    sys.apps = AppService(Loader(), db, builtin)
+    for rec in db.all():
+        if rec.name in builtin:
+            log.warning("installed app %s is shadowed by a built-in app of the same name", rec.name)
+            continue
+        try:
+            spec = build_spec(package_from_files(rec.files, origin=rec.name), caps=frozenset(rec.caps),
+                              trusted=rec.trusted, origin="installed")
+        except SyscallError as exc:
+            log.warning("installed app %s cannot be loaded: %s", rec.name, exc.message)
+            continue
+        sys.programs.register(spec)
 
 
 def _register_userland(programs: ProgramRegistry, tools: _tool.ToolRegistry, plugins: bool) -> None:

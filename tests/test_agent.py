@@ -10,10 +10,10 @@ import anyio
 import pytest
 from kutil import kernel
 
+from lmos.chatformat import MalformedCall, parse_call, parse_template_call, render
 from lmos.drivers.scripted import ScriptedDriver
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.tool import Tool, ToolCtx
-from lmos.userland.agent import Malformed, parse_lmos, parse_template, render_lmos
 
 pytestmark = pytest.mark.anyio
 
@@ -124,24 +124,28 @@ async def test_chat_without_tools_and_multi_turn_messages() -> None:
 
 
 def test_parsers() -> None:
-    assert parse_lmos("plain answer") is None
-    assert parse_lmos('<|call|>{"tool": "calc", "args": {"expr": "1"}}<|end|>') == ("calc", {"expr": "1"})
+    """The agent loop parses and renders with lmos.chatformat, the module training uses."""
+    assert parse_call("plain answer") is None
+    assert parse_call('<|call|>{"tool": "calc", "args": {"expr": "1"}}<|end|>') == ("calc", {"expr": "1"})
     for bad in ['<|call|>{"tool": 3}', "<|call|>[1]", '<|call|>{"tool": "x", "args": []}', "<|call|>{"]:
-        with pytest.raises(Malformed):
-            parse_lmos(bad)
+        with pytest.raises(MalformedCall):
+            parse_call(bad)
     text = 'Let me check.\n<tool_call>\n{"name": "calc", "arguments": {"expr": "2*3"}}\n</tool_call>'
-    assert parse_template(text) == ("calc", {"expr": "2*3"})
-    assert parse_template('<tool_call>{"name": "c", "arguments": "{\\"a\\": 1}"}</tool_call>') == (
+    assert parse_template_call(text) == ("calc", {"expr": "2*3"})
+    assert parse_template_call('<tool_call>{"name": "c", "arguments": "{\\"a\\": 1}"}</tool_call>') == (
         "c",
         {"a": 1},
     )
-    assert parse_template("no call here") is None
-    with pytest.raises(Malformed):
-        parse_template("<tool_call>{oops</tool_call>")
+    assert parse_template_call("no call here") is None
+    with pytest.raises(MalformedCall):
+        parse_template_call("<tool_call>{oops</tool_call>")
     assert (
-        render_lmos([{"role": "user", "content": "x"}, {"role": "tool", "content": "y"}])
+        render([{"role": "user", "content": "x"}, {"role": "tool", "content": "y"}])
         == "<|user|>x<|end|>\n<|tool|>y<|end|>\n"
     )
+    with pytest.raises(SyscallError) as e:
+        render([{"role": "robot", "content": "x"}])
+    assert e.value.errno == Errno.EINVAL
 
 
 HERMES_TEMPLATE = (

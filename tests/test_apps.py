@@ -1,4 +1,9 @@
-"""The built-in apps, on the scripted driver with responders that behave like a tool-using model."""
+"""The built-in apps, on the scripted driver with responders that behave like a tool-using model.
+
+``support``, ``sentiment-monitor``, ``recommend``, ``team`` and ``team-worker``
+are sandboxed code apps (folders under ``lmos/userland/apps/``), loaded by the
+app store like a user's app: these tests drive them exactly as users do.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ import lmos
 from lmos.drivers.scripted import ScriptedDriver
 from lmos.errors import Errno
 from lmos.models import builtin_model_path
+from lmos.userland.apps import HERE, builtin_apps
+
+CODE_APPS = ["recommend", "sentiment-monitor", "support", "team", "team-worker"]
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +57,16 @@ How do I reset my password? Use the "forgot password" link on the login page.
 """
 
 
+def test_shipped_apps_are_sandboxed_code_apps() -> None:
+    """No trusted Python is shipped: the code apps are folders of sandboxed source."""
+    specs = {s.name: s for s in builtin_apps()}
+    for name in CODE_APPS:
+        assert specs[name].extra["kind"] == "code" and specs[name].extra["origin"] == "builtin"
+        assert (HERE / name / "app.toml").is_file() and (HERE / name / "main.py").is_file()
+    assert sorted(p.name for p in HERE.glob("*.py")) == ["__init__.py"]
+    assert list(HERE.glob("*.toml")) == []
+
+
 async def test_support_answers_from_the_faq() -> None:
     def model(window: str) -> str:
         passages = window.split("FAQ passages:\n", 1)[1].split("<|end|>", 1)[0]
@@ -58,11 +76,20 @@ async def test_support_answers_from_the_faq() -> None:
     async with kernel(ScriptedDriver(model)) as k:
         w = await k.wait(await k.spawn("support", ["how long until my refund?"]))
         assert w.errno == Errno.ENOENT and "/support/faq.md" in (w.error or "")  # no FAQ yet
+        assert (w.error or "").startswith("ENOENT: support: ")  # the app, the errno and the reason
+        w = await k.wait(await k.spawn("support", []))
+        assert w.errno == Errno.EINVAL and "ask a question" in (w.error or "")
         await k.syscall("fs_write", path="/support/faq.md", data=FAQ)
         r = await run(k, "support", ["how long until my refunds arrive?"])
         assert r["text"] == "Refunds take 5 business days."
         r = await run(k, "support", ["can I reset my password"])
         assert r["text"] == 'Use the "forgot password" link on the login page.'
+        assert "forgot password" in r["sources"] and r["finish_reason"] == "answer"
+        # It reached the kernel only through syscalls, made as its own process.
+        pid = await k.spawn("support", ["do you ship abroad?"])
+        await k.wait(pid)
+        names = [e.name for e in (await k.syscall("trace", pid=pid)).entries]
+        assert names[0] == "fs_stat" and "tool_call" in names and "llm_generate" in names
 
 
 def classify(window: str) -> str:
@@ -123,6 +150,26 @@ async def test_sentiment_monitor_alerts_from_argv_file_and_channel() -> None:
         assert w.errno == Errno.EINVAL
 
 
+async def test_sentiment_monitor_parses_its_options_by_hand() -> None:
+    """The sandbox has no argparse: ``--opt=value``, ``--`` and every refusal, done by the app."""
+    async with kernel(ScriptedDriver(classify)) as k:
+        argv = ["--window=2", "--threshold=0.5", "--", "--odd headline", "Oil falls"]
+        r = await run(k, "sentiment-monitor", argv)
+        assert [x["headline"] for x in r["labels"]] == ["--odd headline", "Oil falls"]
+        assert [a["index"] for a in r["alerts"]] == [1]
+        for argv, why in [
+            (["--window", "two", "x"], "--window: bad value 'two'"),
+            (["--threshold", "1.5", "x"], "0 < --threshold <= 1"),
+            (["--colour", "red", "x"], "unknown option --colour"),
+            (["x", "--file"], "--file needs a value"),
+        ]:
+            w = await k.wait(await k.spawn("sentiment-monitor", argv))
+            assert w.errno == Errno.EINVAL and w.error is not None
+            assert w.error.startswith("EINVAL: sentiment-monitor: ") and why in w.error, w.error
+        w = await k.wait(await k.spawn("sentiment-monitor", ["--file", "/missing.txt"]))
+        assert w.errno == Errno.ENOENT and "/missing.txt" in (w.error or "")
+
+
 CATALOGUE = "\n".join(
     json.dumps(i)
     for i in [
@@ -157,8 +204,31 @@ async def test_recommend_ranks_the_catalogue() -> None:
         assert r["text"] == "These suit an outdoor person."
         r = await run(k, "recommend", ["enjoys", "cooking", "pasta"])
         assert [i["id"] for i in r["ranking"]][:2] == ["p1", "k1"]
+        assert r["ranking"] == bm25_reference(CATALOGUE, "enjoys cooking pasta")[:3]
+        plain = "Kayak: a boat for rivers\nLamp: light\n"
+        await k.syscall("fs_write", path="/recommend/plain.txt", data=plain)
+        r = await run(k, "recommend", ["--catalogue", "/recommend/plain.txt", "--top", "1", "river", "boat"])
+        assert r["ranking"] == [{"id": "1", "title": "Kayak", "score": r["ranking"][0]["score"]}]
+        await k.syscall("fs_write", path="/recommend/bad.jsonl", data='{"title": "ok"}\n{"nope": 1}\n')
+        w = await k.wait(await k.spawn("recommend", ["--catalogue", "/recommend/bad.jsonl", "x"]))
+        assert w.errno == Errno.EINVAL and "catalogue line 2: an item needs a title" in (w.error or "")
+        w = await k.wait(await k.spawn("recommend", ["--top", "0", "x"]))
+        assert w.errno == Errno.EINVAL and "bad option --top 0" in (w.error or "")
         w = await k.wait(await k.spawn("recommend", ["--catalogue", "/etc/passwd", "x"]))
         assert w.errno == Errno.EPERM  # outside the app's fs.read:/recommend
+
+
+def bm25_reference(catalogue: str, profile: str) -> list[dict[str, Any]]:
+    """The ranking rank_bm25's BM25Plus gives: the sandboxed app's pure-Python BM25+ must agree."""
+    from rank_bm25 import BM25Plus
+
+    items = [json.loads(line) for line in catalogue.splitlines()]
+    docs = [re.findall(r"[a-z0-9]+", f"{i['title']} {' '.join(i['tags'])} {i['description']}".lower())
+            for i in items]
+    scores = BM25Plus(docs).get_scores(re.findall(r"[a-z0-9]+", profile.lower()))
+    order = sorted(range(len(items)), key=lambda n: (-scores[n], n))
+    return [{"id": items[n]["id"], "title": items[n]["title"], "score": round(float(scores[n]), 4)}
+            for n in order]
 
 
 async def test_team_spawns_workers_and_gathers_over_ipc() -> None:

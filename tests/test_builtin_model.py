@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from lmos.chatformat import DEFAULT_SYSTEM_PROMPT, call_message, parse_call
 from lmos.models import builtin_model_path
-from lmos.train.chatformat import DEFAULT_SYSTEM_PROMPT, call_message, parse_call
 from lmos.train.toolbox import ToolBox
 
 MAX_BYTES = 25 * 1024 * 1024

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pexpect
 import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from lmos.cli.terminal import ShellCompleter
 
 PROMPT = "lmosh\\$"
 ENTRY = "from lmos.cli import shell_main; shell_main()"
@@ -228,3 +235,235 @@ def test_top_apps_models_mem(tmp_path: Path) -> None:
     assert "assistant" in out and "calc-agent" in out and "team" in out
     assert re.search(r"default\s+scripted\s+window \d+ tokens", out)
     assert '"pid": 1' in out or '"pid":1' in out  # mem_stat of init, as JSON
+
+
+HEADS = ["Acme beats estimates", "Bank shares plunge"]
+
+
+def test_results_after_the_stream_wait_after_done_and_failures(tmp_path: Path) -> None:
+    sh = spawn_shell(tmp_path, model="scripted:neutral")
+    try:
+        # sentiment-monitor streams its labels, then returns records: they follow as a table
+        sh.sendline(f"run sentiment-monitor '{HEADS[0]}' '{HEADS[1]}'")
+        sh.expect("neutralneutral")
+        sh.expect(r"headline.*label")  # the header (bold on a terminal)
+        sh.expect(r"Acme beats estimates\s+neutral")
+        sh.expect(r"Bank shares plunge\s+neutral")
+        sh.expect(r"alerts: \(none\)")
+        sh.expect(PROMPT)
+
+        # an agent-free app whose result is what it streamed: not repeated
+        sh.sendline("run echo said once")
+        sh.expect(r"said once\r\n")
+        sh.expect(PROMPT)
+        assert "said once" not in sh.before
+
+        # a background job's result can be read after the prompt reported it Done
+        sh.sendline(f"run sentiment-monitor '{HEADS[1]}' &")
+        sh.expect(r"\[1\] (\d+)")
+        pid = sh.match.group(1)
+        sh.expect(PROMPT)
+        time.sleep(1.0)
+        sh.sendline("")
+        sh.expect(r"\[1\] Done \(exit 0\)\s+sentiment-monitor")
+        sh.expect(PROMPT)
+        sh.sendline("wait %1")
+        sh.expect(rf"{pid}: exit 0\r\n")
+        sh.expect(r"Bank shares plunge\s+neutral")
+        sh.expect(PROMPT)
+        sh.sendline(f"wait {pid}")  # read once, like a reaped process
+        sh.expect(r"lmosh: wait: ECHILD")
+        sh.expect(PROMPT)
+        sh.sendline("run sleep 0.1 &; run sleep 0.2 &; wait")  # plain wait: every job
+        sh.expect(r"(\d+): exit 0  0\.1\r\n")
+        sh.expect(r"(\d+): exit 0  0\.2\r\n")
+        sh.expect(PROMPT)
+
+        # a failing app: its name, the errno and the reason
+        sh.sendline("run support how long is shipping?")
+        sh.expect(r"lmosh: support: ENOENT: [^\r\n]*/support/faq\.md")
+        sh.expect(PROMPT)
+        sh.sendline("run --json echo a b")
+        sh.expect(r'"a b"')
+        sh.expect(PROMPT)
+
+        # Ctrl-C ends the waiting, not the job or the shell
+        sh.sendline("run sleep 30 &; wait")
+        sh.expect(r"\[\d+\] (\d+)")
+        pid = sh.match.group(1)
+        time.sleep(0.5)
+        sh.sendintr()
+        sh.expect(rf"\^C \(still running: {pid}\)")
+        sh.expect(PROMPT)
+        sh.sendline("jobs")
+        sh.expect(rf"{pid}\s+blocked\s+sleep 30")
+        sh.expect(PROMPT)
+        sh.sendline("exit")
+        sh.expect(pexpect.EOF)
+    finally:
+        sh.close()
+
+
+def test_lmos_run_prints_the_result_and_json_for_scripts(tmp_path: Path) -> None:
+    common = ("--model", "scripted:neutral", "--state-dir", str(tmp_path))
+    r = run_cli("run", "--json", "sentiment-monitor", *HEADS, *common)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"labels": [{"headline": h, "label": "neutral"} for h in HEADS],
+                                    "alerts": []}  # tokens are not streamed in this mode
+    r = run_cli("run", "sentiment-monitor", *HEADS, *common)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "neutralneutral" and lines[1] == "labels"  # the stream, then the result
+    assert lines[2].split() == ["headline", "label"] and "\x1b" not in r.stdout  # no colour in a pipe
+    assert re.match(r"Acme beats estimates\s+neutral$", lines[4]) and lines[-1] == "alerts: (none)"
+    r = run_cli("run", "echo", "once", *common)
+    assert r.stdout == "once\n"  # what was streamed is not repeated
+    r = run_cli("run", "--json", "sleep", "0.01", *common)
+    assert (r.returncode, json.loads(r.stdout)) == (0, 0.01)
+    r = run_cli("run", "support", "how", "long?", *common)
+    assert r.returncode == 1 and r.stdout == ""
+    assert re.fullmatch(r"lmos: support: ENOENT: [^\n]*/support/faq\.md[^\n]*\n", r.stderr), r.stderr
+    r = run_cli("run", "--json", "support", "how?", *common)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.startswith("lmos: support: ENOENT: ")
+    r = run_cli("run", "generate", "--max-tokens", "3", "hello", *common)
+    assert r.returncode == 2 and "lmos run APP -- --option VALUE" in r.stderr and r.stderr.count("\n") == 1
+    r = run_cli("run", "generate", *common, "--", "--max-tokens", "3", "hello")  # app flags after --
+    assert (r.returncode, r.stdout) == (0, "neu\n"), r.stderr  # the scripted model's reply, cut at 3
+
+
+def test_help_lists_every_command_and_bad_input_never_ends_the_shell(tmp_path: Path) -> None:
+    from lmos.userland.shell.core import command_table, help_text
+
+    text = help_text()
+    missing = [c for c in command_table() if not re.search(rf"(^|[\s|]){re.escape(c)}\b", text, re.M)]
+    assert not missing, missing
+    r = run_cli("--model", "scripted", "--state-dir", str(tmp_path), "-c",
+                "bogus; run 'open quote; top -n x; run; run --json; fg; wait; mem 1 2", entry=ENTRY)
+    assert "Traceback" not in r.stderr and r.returncode == 1
+    r = run_cli("--model", "scripted", "--state-dir", str(tmp_path), "-c",
+                "top -n x; run --json x &; wait; wait %7; kill %9; mem 1 2; cat /nope; run echo alive",
+                entry=ENTRY)
+    errors = r.stderr.splitlines()
+    assert errors[:-1] == ["lmosh: usage: top [-n N]", "lmosh: run: --json runs in the foreground",
+                           "lmosh: wait: no background jobs", "lmosh: wait: no such job %7",
+                           "lmosh: kill: no such job %9", "lmosh: usage: mem PID"], r.stderr
+    assert re.fullmatch(r"lmosh: cat: ENOENT: no such file[^:]*: /nope", errors[-1]), r.stderr
+    assert r.stdout == "alive\n" and r.returncode == 0  # the shell went on; the last command's status
+
+
+def completions(comp: ShellCompleter, text: str) -> list[str]:
+    """The word under the cursor as each completion would leave it."""
+    async def collect() -> list[str]:
+        doc = Document(text, len(text))
+        done = [text[:len(text) + c.start_position] + c.text
+                async for c in comp.get_completions_async(doc, CompleteEvent())]
+        return [d.rpartition(" ")[2] for d in done]
+
+    return anyio.run(collect)
+
+
+def test_tab_completion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    comp = ShellCompleter()
+    comp.apps = ["sentiment-monitor", "support", "echo"]
+    comp.pids = ["7", "12"]
+    assert {"run", "wait", "help"} <= set(completions(comp, ""))
+    assert completions(comp, "wa") == ["wait"]
+    assert completions(comp, "run s") == ["sentiment-monitor", "support"]
+    assert completions(comp, "run --json e") == ["echo"]
+    assert completions(comp, "run ") == ["--json", "sentiment-monitor", "support", "echo"]
+    assert completions(comp, "kill 1") == ["12"]
+    assert completions(comp, "ps; wait ") == ["7", "12"]  # after a ;, a new command
+    assert completions(comp, "run echo ") == []  # an app's own arguments: nothing to guess
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "app.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert completions(comp, "run ./my") == ["./myapp"]  # a host folder holding an app
+    assert completions(comp, "run ./myapp/") == ["./myapp/app.toml"]
+
+    async def store(word: str) -> list[str]:
+        return [p for p in ["/support/", "/notes.txt"] if p.startswith(word or "/")]
+
+    comp.store_paths = store
+    assert completions(comp, "cat /su") == ["/support/"]
+    assert completions(comp, "ls ") == ["/support/", "/notes.txt"]
+    assert completions(comp, "get -r /su") == ["/support/"]  # options do not count as arguments
+    assert completions(comp, "get -r /support ./my") == ["./myapp"]  # get's second argument: the host
+    assert completions(comp, "put ./myapp/app.toml /n") == ["/notes.txt"]
+    assert completions(comp, "install --force ./my") == ["./myapp"]
+    assert completions(comp, "uninstall su") == ["support"]
+    assert completions(comp, "ps; run --json su") == ["support"]
+    assert completions(comp, "run echo s") == []
+    assert completions(comp, "run echo ./my") == []  # an app's arguments are its own
+    assert completions(comp, "cat -") == []
+
+
+def test_the_shell_lists_store_paths_for_completion() -> None:
+    from kutil import kernel
+
+    from lmos.cli.terminal import LineTerminal
+    from lmos.syscalls.table import AppSpec
+    from lmos.userland.shell import Shell
+
+    async def main(sys: Any, argv: list[str]) -> Any:
+        sh = Shell(sys, LineTerminal([]))
+        return {w: await sh.store_paths(w) for w in ["", "/sup", "/support/f", "no", "/nope/x"]}
+
+    async def go() -> Any:
+        async with kernel() as k:
+            await k.syscall("fs_write", path="/support/faq.md", data="Q? A.\n")
+            await k.syscall("fs_write", path="/notes.txt", data="n\n")
+            k.programs.register(AppSpec("paths", main, frozenset({"*"})))
+            w = await k.wait(await k.spawn("paths"))
+            assert w.exit_status == 0, w.error
+            return w.result
+
+    got = anyio.run(go)
+    assert got == {"": ["/notes.txt", "/support/"], "/sup": ["/support/"], "/support/f": ["/support/faq.md"],
+                   "no": ["/notes.txt"], "/nope/x": []}
+
+
+def test_an_agent_answer_is_shown_once_then_what_was_not_streamed(tmp_path: Path) -> None:
+    answer = "Refunds take five days."
+    r = run_cli("--model", f"scripted:{answer}", "--state-dir", str(tmp_path), "-c",
+                "write /support/faq.md How long do refunds take? Refunds take 5 business days.; "
+                "run support how long do refunds take; run chat hi; run chat hello &; wait %1", entry=ENTRY)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    faq = "/support/faq.md: How long do refunds take? Refunds take 5 business days."
+    assert lines[:2] == [answer, f"sources: {faq}"], r.stdout  # support's answer, then its sources
+    assert lines[2] == answer  # chat streamed its answer, and there is nothing more to say
+    assert re.fullmatch(r"\[1\] \d+", lines[3])
+    assert re.fullmatch(r"\d+: exit 0  " + re.escape(answer), lines[4])  # not streamed: wait shows it
+    assert len(lines) == 5, r.stdout
+
+
+def test_tab_completes_in_a_real_terminal(tmp_path: Path) -> None:
+    sh = spawn_shell(tmp_path, model="scripted:neutral")
+    try:
+        sh.sendline("write /support/faq.md hello from the faq")
+        sh.expect(PROMPT)
+        time.sleep(0.5)  # prompt_toolkit in raw mode before typing
+        sh.send("cat /sup")
+        sh.expect_exact("/sup")
+        time.sleep(0.5)
+        sh.send("\t")  # the file store, through a syscall
+        sh.expect_exact("port/")
+        time.sleep(0.5)
+        sh.send("\t")
+        sh.expect_exact("faq.md")
+        sh.send("\r")
+        sh.expect("hello from the faq")
+        sh.expect(PROMPT)
+        time.sleep(0.5)
+        sh.send("run sentiment-m")
+        sh.expect_exact("sentiment-m")
+        time.sleep(0.5)
+        sh.send("\t")
+        sh.expect_exact("onitor")
+        sh.send(" 'Oil falls'\r")
+        sh.expect(r"Oil falls\s+neutral")
+        sh.expect(PROMPT)
+        sh.sendline("exit")
+        sh.expect(pexpect.EOF)
+    finally:
+        sh.close()

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from lmos.chatformat import CALL, END, call_message, parse_call, render
 from lmos.errors import Errno, SyscallError
 from lmos.train import phrasings as P
-from lmos.train.chatformat import CALL, END, call_message, parse_call, render
 from lmos.train.corpus import KINDS, generate, in_heldout
 from lmos.train.data import Conversation, load_jsonl, parse_lines, write_jsonl
 from lmos.train.encode import IGNORE, encode, encode_all

@@ -57,11 +57,17 @@ def fail(exc: SyscallError, prog: str = "lmos") -> None:
 @app.command()
 def run(app_name: Annotated[str, typer.Argument(metavar="APP", help="app to run")],
         args: Annotated[list[str] | None, typer.Argument(help="arguments for the app")] = None,
-        model: ModelOpt = None, state_dir: StateOpt = None) -> None:
-    """Run APP as a process, streaming its output; exit with its status."""
+        model: ModelOpt = None, state_dir: StateOpt = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print only the app's result, as one JSON "
+                                              "document (nothing is streamed), for scripts")] = False,
+        ) -> None:
+    """Run APP as a process, streaming its output, then print its result; exit with its status.
+
+    Options for the app itself go after ``--``: lmos run APP -- --flag VALUE."""
     from lmos.cli.boot import run_app
 
-    status = anyio.run(run_app, model_of(model), state_dir_of(state_dir), app_name, list(args or []))
+    status = anyio.run(run_app, model_of(model), state_dir_of(state_dir), app_name, list(args or []),
+                       as_json)
     raise typer.Exit(status)
 
 
@@ -143,7 +149,7 @@ def shell(model: ModelOpt = None, state_dir: StateOpt = None,
 
     lines: list[str] | None = None
     if command is not None:
-        lines = [command]
+        lines = command.splitlines() or [""]  # a here-document in -c spans lines
     elif script is not None:
         try:
             lines = script.read_text().splitlines()
@@ -168,12 +174,35 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
+def _mount_apps() -> None:
+    """``lmos app ...`` (lmos/cli/apps.py); imported here, after the names it uses exist."""
+    from lmos.cli.apps import apps as apps_cli
+
+    app.add_typer(apps_cli, name="app")
+
+
+_mount_apps()
+
+
+def _mount_files() -> None:
+    """``lmos cp``, ``write``, ``mount``, ``umount`` (lmos/cli/files.py)."""
+    from lmos.cli.files import files_cli
+
+    app.registered_commands.extend(files_cli.registered_commands)
+
+
+_mount_files()
+
+
 def _invoke(argv: list[str], prog: str) -> int:
     cmd = typer.main.get_command(app)
     try:
         rv = cmd.main(args=argv, prog_name=prog, standalone_mode=False)
     except click_exc.UsageError as exc:
-        print(f"{prog}: {exc.format_message()}", file=sys.stderr)
+        hint = ""
+        if argv[:1] == ["run"] and isinstance(exc, click_exc.NoSuchOption):
+            hint = " (an app's own options go after --: lmos run APP -- --option VALUE)"
+        print(f"{prog}: {exc.format_message()}{hint}", file=sys.stderr)
         return 2
     except typer.Exit as exc:
         return int(getattr(exc, "exit_code", 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -76,10 +77,14 @@ async def run_shell(model: Any, state_dir: str, lines: list[str] | None) -> int:
     return int(w.result) if isinstance(w.result, int) else 0
 
 
-async def run_app(model: Any, state_dir: str, app: str, argv: list[str]) -> int:
-    """lmos run: stream the app's tokens and output to stdout; Ctrl-C interrupts it."""
+async def run_app(model: Any, state_dir: str, app: str, argv: list[str], as_json: bool = False) -> int:
+    """lmos run: stream the app's tokens and output to stdout, then print what it returned that the
+    stream did not show (with ``as_json``: nothing but the returned value, as one JSON document).
+    Ctrl-C interrupts the app."""
+    from lmos.userland.shell.render import failure, render_result, to_json
+
     async with booted(model, state_dir) as k:
-        pid = (await k.syscall("spawn", app=app, argv=argv, stream=True)).pid
+        pid = (await k.syscall("spawn", app=app, argv=argv, stream=not as_json)).pid
 
         async def forward_sigint() -> None:
             with anyio.open_signal_receiver(signal.SIGINT) as sigs:
@@ -89,29 +94,34 @@ async def run_app(model: Any, state_dir: str, app: str, argv: list[str]) -> int:
                     with contextlib.suppress(Exception):
                         await k.signal(pid, "INT" if n == 1 else "KILL")
 
-        printed = False
+        streamed: list[str] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(forward_sigint)
             while True:
                 r = await k.syscall("events", pid=pid, timeout=None)
                 for ev in r.events:
-                    if ev.kind in ("token", "output") and ev.text:
+                    if ev.kind in ("token", "output") and ev.text and not as_json:
                         sys.stdout.write(ev.text)
                         sys.stdout.flush()
-                        printed = True
+                        streamed.append(ev.text)
                 if r.ended:
                     break
             tg.cancel_scope.cancel()
         w = await k.wait(pid)
-    if printed:
+    text = "".join(streamed)
+    if text and not text.endswith("\n"):
         sys.stdout.write("\n")
-    elif w.result is not None and w.exit_status == 0:
-        from lmos.userland.shell import render_result
-
-        print(render_result(w.result))
     if w.exit_status != 0:
-        print(f"lmos: {app}: {w.error or 'exit status ' + str(w.exit_status)}", file=sys.stderr)
+        sys.stdout.flush()
+        print(f"lmos: {failure(app, w)}", file=sys.stderr)
         return w.exit_status if 0 < w.exit_status < 256 else 1
+    if as_json:
+        print(to_json(w.result))
+    elif w.result is not None:
+        shown = render_result(w.result, text, width=shutil.get_terminal_size((100, 24)).columns,
+                              color=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+        if shown:
+            print(shown)
     return 0
 
 

@@ -24,7 +24,7 @@ from lmos.kernel.kernel import INIT_PID
 from lmos.syscalls.types import Err
 from lmos.system import Kernel
 
-MAX_LINE = 1 << 20
+MAX_LINE = 1 << 25  # a request carries a whole file (lmos cp: base64 of up to the store's limit)
 
 
 def socket_path(state_dir: str) -> Path:
@@ -69,7 +69,7 @@ async def _handle(k: Kernel, stream: SocketStream) -> None:
         await stream.send(msgspec.json.encode(reply) + b"\n")
 
 
-def call(state_dir: str, name: str, timeout: float = 10.0, **args: Any) -> Any:
+def call(state_dir: str, name: str, /, timeout: float = 10.0, **args: Any) -> Any:
     """Blocking client: one request to the kernel running on ``state_dir``."""
     path = socket_path(state_dir)
     if not path.exists():

@@ -8,42 +8,100 @@ and Ctrl-D ends the session.
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import anyio
 from prompt_toolkit import PromptSession
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 
 from lmos.userland.shell.core import command_table
 
+PathLister = Callable[[str], Awaitable[list[str]]]
+
+# Which argument of a command is a host path (h) or a path in the file store (s); 1 is the first.
+PATH_ARGS: dict[str, dict[int, str]] = {
+    "ls": {1: "s"}, "cat": {1: "s"}, "write": {1: "s"}, "put": {1: "h", 2: "s"}, "get": {1: "s", 2: "h"},
+    "install": {1: "h"}, "mount": {1: "h", 2: "s"}, "umount": {1: "s"},
+}
+PID_COMMANDS = ("kill", "stop", "cont", "wait", "mem", "logs")
+
+
+def looks_like_host_path(word: str) -> bool:
+    return word.startswith(("./", "../", "~", "/")) or word in (".", "..")
+
 
 class ShellCompleter(Completer):
-    """Commands first; then app names after run, pids after kill/stop/cont/wait/mem/logs."""
+    """Commands first; then app names (or a host path such as ./app/app.toml) after run, pids after
+    kill/stop/cont/wait/mem/logs, host paths and file-store paths where a command takes them."""
 
     def __init__(self) -> None:
         self.apps: list[str] = []
         self.pids: list[str] = []
+        self.store_paths: PathLister | None = None  # set by the shell: lists the file store
+        self.host = PathCompleter(expanduser=True)
 
-    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
-        text = document.text_before_cursor
+    def _where(self, document: Document) -> tuple[str, int, str]:
+        """The command, the index of the argument being typed (0: the command itself), that word."""
+        text = document.text_before_cursor.split(";")[-1].lstrip()
         words = text.split()
         word = document.get_word_before_cursor(WORD=True)
-        if len(words) == 0 or (len(words) == 1 and not text.endswith(" ")):
+        index = len(words) if not words or text.endswith(" ") else len(words) - 1
+        return (words[0] if words else ""), index, word
+
+    def _word(self, document: Document, n: int) -> str:
+        """The n-th word of the command being typed (0: the command), "" if there is none."""
+        words = document.text_before_cursor.split(";")[-1].split()
+        return words[n] if n < len(words) else ""
+
+    def _path_kind(self, document: Document) -> str:
+        """"h" (host), "s" (store) or "" for the word being typed; options (-r, --force) do not count."""
+        cmd, index, word = self._where(document)
+        if cmd not in PATH_ARGS or index == 0 or word.startswith("-"):
+            return ""
+        text = document.text_before_cursor.split(";")[-1]
+        before = text.split()[1:index]
+        position = 1 + sum(1 for w in before if not w.startswith("-"))
+        return PATH_ARGS[cmd].get(position, "")
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        cmd, index, word = self._where(document)
+        app_word = (cmd == "run" and (index == 1 or (index == 2 and self._word(document, 1) == "--json"))) \
+            or (cmd == "uninstall" and index == 1)
+        if self._path_kind(document) == "h" or (app_word and cmd == "run" and looks_like_host_path(word)):
+            yield from self.host.get_completions(Document(word, len(word)), complete_event)
+            return
+        if index == 0:
             pool: list[str] = sorted(command_table())
-        elif words[0] == "run":
-            pool = self.apps
-        elif words[0] in ("kill", "stop", "cont", "wait", "mem", "logs"):
+        elif app_word:
+            pool = ["--json", *self.apps] if cmd == "run" and index == 1 else self.apps
+        elif cmd in PID_COMMANDS:
             pool = self.pids
         else:
             pool = []
         for cand in pool:
             if cand.startswith(word):
                 yield Completion(cand, start_position=-len(word))
+
+    async def get_completions_async(self, document: Document,
+                                    complete_event: CompleteEvent) -> AsyncGenerator[Completion, None]:
+        word = self._where(document)[2]
+        if self._path_kind(document) == "s" and self.store_paths is not None:
+            try:
+                names = await self.store_paths(word)
+            except Exception:  # a failed listing means no completions, never a dead prompt
+                names = []
+            for cand in names:
+                yield Completion(cand, start_position=-len(word))
+            return
+        for c in self.get_completions(document, complete_event):
+            yield c
 
 
 class _StdIO:
@@ -63,6 +121,26 @@ class _StdIO:
     def take_interrupt(self) -> int:
         n, self._interrupts = self._interrupts, 0
         return n
+
+    @property
+    def width(self) -> int:
+        return shutil.get_terminal_size((100, 24)).columns
+
+    @property
+    def color(self) -> bool:
+        return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+    async def read_host(self, path: str, recursive: bool = False) -> list[tuple[str, bytes]]:
+        """The host side of lmosh ``put`` (lmos.cli.hostfiles), in this front end's process."""
+        from lmos.cli.hostfiles import read_tree
+
+        return await anyio.to_thread.run_sync(read_tree, path, recursive)
+
+    async def write_host(self, path: str, files: list[tuple[str, bytes]], force: bool = False) -> list[str]:
+        """The host side of lmosh ``get``: no symlink followed, nothing overwritten unless ``force``."""
+        from lmos.cli.hostfiles import write_tree
+
+        return await anyio.to_thread.run_sync(write_tree, path, files, force)
 
     async def watch_sigint(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT) as signals:
@@ -106,6 +184,9 @@ class PromptTerminal(_StdIO):
         self.completer.apps = apps
         self.completer.pids = [str(p) for p in pids]
 
+    def set_path_lister(self, lister: PathLister) -> None:
+        self.completer.store_paths = lister
+
 
 
 class LineTerminal(_StdIO):
@@ -124,5 +205,8 @@ class LineTerminal(_StdIO):
         return False
 
     def set_names(self, apps: list[str], pids: list[int]) -> None:
+        return None
+
+    def set_path_lister(self, lister: PathLister) -> None:
         return None
 

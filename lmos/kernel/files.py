@@ -12,7 +12,11 @@ control characters, backslashes and over-long names instead of resolving them.
 Each user's tree is rooted at ``/``; directories are rows too (created on the
 way by a write, like ``mkdir -p``).  Rows remember who wrote them and whether
 the writer was tainted by untrusted content, so reading such a file taints the
-reader (see the confirmation rules in :mod:`lmos.syscalls.confirm`).
+reader (see the confirmation rules in :mod:`lmos.syscalls.confirm`).  Files are
+bytes here; the fs syscalls decide how they cross to userland (text or base64).
+
+A kernel owns exactly one store, ``KernelCore.files``; the same object also
+holds the per-user key-value table behind the ``kv_*`` syscalls.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from __future__ import annotations
 import posixpath
 import sqlite3
 import time
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -29,12 +32,15 @@ import anyio
 from lmos.errors import Errno, SyscallError
 
 if TYPE_CHECKING:
-    from lmos.kernel.kernel import KernelCore
+    from lmos.kernel.journal import Journal
 
 MAX_PATH = 1024
 MAX_NAME = 255
 MAX_FILE_BYTES = 1 << 20  # one file
 MAX_USER_BYTES = 64 << 20  # a user's whole tree
+MAX_KV_KEY = 256  # characters of a kv key
+MAX_KV_VALUE = 64 << 10  # bytes (UTF-8) of a kv value
+MAX_KV_KEYS = 10_000  # keys per user
 WriteMode = Literal["create", "overwrite", "append"]
 
 
@@ -87,11 +93,14 @@ class FileStore:
     """The filesystem service over one journal; all methods run off the event loop."""
 
     def __init__(
-        self, core: KernelCore, max_file_bytes: int = MAX_FILE_BYTES, max_user_bytes: int = MAX_USER_BYTES
+        self, journal: Journal, max_file_bytes: int = MAX_FILE_BYTES, max_user_bytes: int = MAX_USER_BYTES
     ) -> None:
-        self.journal = core.journal
+        self.journal = journal
         self.max_file_bytes = max_file_bytes
         self.max_user_bytes = max_user_bytes
+        from lmos.kernel.mounts import MountTable  # here: mounts.py builds on this module's Stat
+
+        self.mounts = MountTable(journal)  # host folders shown read-only (every covered path goes there)
 
     # -- reading -------------------------------------------------------------
     def _row(
@@ -114,6 +123,8 @@ class FileStore:
         return row[1] or b"", Stat(path, row[0], row[2], row[3], row[4], bool(row[5]))
 
     async def read(self, uid: int, path: str) -> tuple[bytes, Stat]:
+        if self.mounts.covers(p := normalize(path)):
+            return await self.mounts.read(p, self.max_file_bytes)
         return await anyio.to_thread.run_sync(self._read_sync, uid, normalize(path))
 
     def _stat_sync(self, uid: int, path: str) -> Stat:
@@ -124,6 +135,8 @@ class FileStore:
         return Stat(path, row[0], row[2], row[3], row[4], bool(row[5]))
 
     async def stat(self, uid: int, path: str) -> Stat:
+        if self.mounts.covers(p := normalize(path)):
+            return await self.mounts.stat(uid, p)
         return await anyio.to_thread.run_sync(self._stat_sync, uid, normalize(path))
 
     async def exists(self, uid: int, path: str) -> bool:
@@ -150,11 +163,33 @@ class FileStore:
         ]
 
     async def listdir(self, uid: int, path: str = "/") -> list[Stat]:
+        if self.mounts.covers(p := normalize(path)):
+            return await self.mounts.listdir(uid, p, lambda: self._list_sync(uid, p))
         return await anyio.to_thread.run_sync(self._list_sync, uid, normalize(path))
+
+    def _tree_sync(self, uid: int, path: str) -> list[Stat]:
+        st = self._stat_sync(uid, path)
+        if st.kind != "dir":
+            raise SyscallError(Errno.ENOTDIR, f"not a directory: {path}")
+        prefix = "/" if path == "/" else path + "/"
+        rows = self.journal.query(
+            "SELECT path, kind, size, mtime, owner, tainted FROM files WHERE uid=? AND path > ? AND path < ? "
+            "ORDER BY path",
+            (uid, prefix, prefix[:-1] + "0"),
+        )
+        return [Stat(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    async def tree(self, uid: int, path: str = "/") -> list[Stat]:
+        """Every entry (files and directories) below the directory ``path``, sorted by path."""
+        if self.mounts.covers(p := normalize(path)):
+            return await self.mounts.tree(uid, p, lambda: self._tree_sync(uid, p))
+        return await anyio.to_thread.run_sync(self._tree_sync, uid, normalize(path))
 
     async def walk(self, uid: int, path: str = "/") -> list[Stat]:
         """Every file (not directory) under ``path``."""
         prefix = normalize(path)
+        if self.mounts.covers(prefix):
+            return await self.mounts.walk(uid, prefix, lambda: self._tree_sync(uid, prefix))
         rows = await self.journal.aquery(
             "SELECT path, kind, size, mtime, owner, tainted FROM files "
             "WHERE uid=? AND kind='file' ORDER BY path",
@@ -180,6 +215,7 @@ class FileStore:
     ) -> WriteResult:
         """Create, replace or extend a file; returns once the change is committed."""
         path = normalize(path)
+        self.mounts.check_write(path)  # EROFS under a mounted host folder
         if path == "/":
             raise SyscallError(Errno.EISDIR, "is a directory: /")
         owner = uid if writer is None else writer
@@ -222,6 +258,7 @@ class FileStore:
     async def delete(self, uid: int, path: str, *, recursive: bool = False) -> int:
         """Remove a file or directory; returns how many entries went."""
         path = normalize(path)
+        self.mounts.check_write(path, "delete")
         if path == "/":
             raise SyscallError(Errno.EACCES, "cannot delete the root directory")
 
@@ -243,28 +280,41 @@ class FileStore:
 
         return await self.journal.write(tx)
 
-    # -- the key-value store of the kv_get/kv_set tools ----------------------------
-    async def kv_set(self, uid: int, key: str, value: str) -> None:
-        def tx(c: sqlite3.Connection) -> None:
+    # -- the per-user key-value store (the kv_* syscalls, lmos.syscalls.kv) -------------
+    async def kv_set(self, uid: int, key: str, value: str) -> bool:
+        """Store ``value`` under ``key``; True if the key is new.  ENOSPC past MAX_KV_KEYS keys."""
+
+        def tx(c: sqlite3.Connection) -> bool:
+            new = c.execute("SELECT 1 FROM kvstore WHERE uid=? AND key=?", (uid, key)).fetchone() is None
+            if new:
+                n = c.execute("SELECT COUNT(*) FROM kvstore WHERE uid=?", (uid,)).fetchone()[0]
+                if n >= MAX_KV_KEYS:
+                    raise SyscallError(Errno.ENOSPC, f"uid {uid} already has {n} keys (the limit)")
             c.execute(
                 "INSERT INTO kvstore(uid, key, value, mtime) VALUES(?,?,?,?) ON CONFLICT(uid, key) "
                 "DO UPDATE SET value=excluded.value, mtime=excluded.mtime",
                 (uid, key, value, time.time()),
             )
+            return new
 
-        await self.journal.write(tx)
+        return await self.journal.write(tx)
 
     async def kv_get(self, uid: int, key: str) -> str | None:
         rows = await self.journal.aquery("SELECT value FROM kvstore WHERE uid=? AND key=?", (uid, key))
         return str(rows[0][0]) if rows else None
 
+    async def kv_list(self, uid: int, prefix: str = "", limit: int = MAX_KV_KEYS) -> list[str]:
+        """The keys of ``uid`` starting with ``prefix``, sorted."""
+        rows = await self.journal.aquery(
+            "SELECT key FROM kvstore WHERE uid=? AND substr(key, 1, ?)=? ORDER BY key LIMIT ?",
+            (uid, len(prefix), prefix, limit),
+        )
+        return [str(r[0]) for r in rows]
 
-_STORES: weakref.WeakKeyDictionary[KernelCore, FileStore] = weakref.WeakKeyDictionary()
+    async def kv_delete(self, uid: int, key: str) -> bool:
+        """Remove ``key``; True if it was there."""
 
+        def tx(c: sqlite3.Connection) -> bool:
+            return c.execute("DELETE FROM kvstore WHERE uid=? AND key=?", (uid, key)).rowcount > 0
 
-def store(core: KernelCore) -> FileStore:
-    """The file store of a running kernel (created on first use; its tables come from the journal)."""
-    fs = _STORES.get(core)
-    if fs is None:
-        fs = _STORES[core] = FileStore(core)
-    return fs
+        return await self.journal.write(tx)

@@ -23,6 +23,7 @@ from lmos.config import Config
 from lmos.drivers.base import Driver, SamplingParams
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.events import EventBus
+from lmos.kernel.files import FileStore
 from lmos.kernel.ipc import ChannelTable
 from lmos.kernel.journal import Journal
 from lmos.kernel.kvpolicy import KVAdvisor
@@ -56,6 +57,7 @@ class KernelCore:
         self.channels = ChannelTable()
         self.events = EventBus()
         self.memory = MemoryManager(PageStore(journal))  # context paging (kernel/memory.py)
+        self.files = FileStore(journal)  # the per-user file and kv store (kernel/files.py)
         self.init = Process(pid=INIT_PID, ppid=0, uid=0, app="init", argv=[], model="",
                             caps=frozenset({"*"}), state=State.RUNNING)
         self.procs[INIT_PID] = self.init
@@ -97,6 +99,8 @@ class KernelCore:
     def scheduler(self, model: str) -> Scheduler:
         sched = self.schedulers.get(model)
         if sched is None:
+            if not self.schedulers:  # a kernel booted with model=False (front-end storage commands)
+                raise SyscallError(Errno.ENOENT, "no model is loaded")
             raise no_driver(model)
         return sched
 

@@ -11,6 +11,8 @@ syscall (``stream=True``), so no token is lost between spawn and subscribe.
 Routes (JSON bodies; errors ``{"error": {"errno", "message"}}`` with a 4xx/5xx):
 
 * ``GET /v1/health``, ``GET /v1/models``, ``GET /v1/apps``
+* ``POST /v1/apps`` (install: files, grant, force), ``DELETE /v1/apps/{name}?force=true``
+  (operator key only; see :mod:`lmos.server.apps`)
 * ``POST /v1/complete`` (``"stream": true`` for SSE), ``POST /v1/chat``
 * ``POST /v1/processes`` (spawn an app), ``GET /v1/processes`` (ps),
   ``GET /v1/processes/{pid}``, ``GET /v1/processes/{pid}/events`` (SSE),
@@ -35,7 +37,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from lmos.errors import SyscallError
-from lmos.server import openai
+from lmos.server import apps, openai
 from lmos.server.wire import (
     ChatReq,
     CompleteReq,
@@ -233,6 +235,8 @@ def create_app(kernel: Kernel, *, uid: int, token: str | None = None) -> Starlet
         Route("/v1/models", g(compat.models), methods=["GET"]),
         Route("/v1/lmos/models", g(api.models), methods=["GET"]),
         Route("/v1/apps", g(api.apps), methods=["GET"]),
+        Route("/v1/apps", g(lambda r: apps.install(api, r)), methods=["POST"]),
+        Route("/v1/apps/{name}", g(lambda r: apps.remove(api, r)), methods=["DELETE"]),
         Route("/v1/complete", g(api.complete), methods=["POST"]),
         Route("/v1/chat", g(api.chat), methods=["POST"]),
         Route("/v1/processes", g(api.spawn), methods=["POST"]),

@@ -1,6 +1,6 @@
 """Capabilities: strings an app's manifest grants, checked on every syscall.
 
-Forms: ``llm``, ``spawn``, ``ipc``, ``mem``, ``proc`` (plain), and scoped ones
+Forms: ``llm``, ``spawn``, ``ipc``, ``mem``, ``proc``, ``kv`` (plain), and scoped ones
 ``fs.read:/docs``, ``fs.write:/notes``, ``net:*.example.com``.  A scoped
 capability grants its scope and everything under it; a plain ``fs.read`` grants
 every path; ``*`` grants everything (init and root tools).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lmos.chatformat import CALL
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import Req, Resp
@@ -36,7 +37,7 @@ def detect(tokenizer: Any) -> str:
     hf = getattr(tokenizer, "hf", None)
     if hf is None:
         return "lmos"
-    if len(tokenizer.encode("<|call|>")) == 1:
+    if len(tokenizer.encode(CALL)) == 1:
         return "lmos"
     template = getattr(hf, "chat_template", None) or ""
     return "template" if isinstance(template, str) and "tool" in template else "lmos"

@@ -7,8 +7,10 @@ wrapper over :meth:`Syscalls.call`, so programs get return types and errors as
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Any
 
+from lmos.errors import Errno, SyscallError
 from lmos.syscalls.types import GenerateReply, PidInfo, ProcInfo, TimeReply, TraceEntry, WaitReply
 
 if TYPE_CHECKING:
@@ -107,12 +109,22 @@ class Sys:
         r = await self.call("fs_read", path=path)
         return str(r.data)
 
+    async def fs_read_bytes(self, path: str) -> bytes:
+        """The file's exact bytes (``fs_read`` with ``binary``)."""
+        r = await self.call("fs_read", path=path, binary=True)
+        return base64.b64decode(r.data_b64)
+
     async def fs_write(self, path: str, data: str, mode: str = "overwrite") -> int:
         r = await self.call("fs_write", path=path, data=data, mode=mode)
         return int(r.size)
 
-    async def fs_list(self, path: str = "/") -> list[Any]:
-        r = await self.call("fs_list", path=path)
+    async def fs_write_bytes(self, path: str, data: bytes, mode: str = "overwrite") -> int:
+        """Write bytes exactly (``fs_write`` with ``data_b64``); returns the file's size."""
+        r = await self.call("fs_write", path=path, data_b64=base64.b64encode(data).decode("ascii"), mode=mode)
+        return int(r.size)
+
+    async def fs_list(self, path: str = "/", recursive: bool = False) -> list[Any]:
+        r = await self.call("fs_list", path=path, recursive=recursive)
         return list(r.entries)
 
     async def fs_stat(self, path: str) -> Any:
@@ -121,6 +133,31 @@ class Sys:
     async def fs_delete(self, path: str, recursive: bool = False) -> int:
         r = await self.call("fs_delete", path=path, recursive=recursive)
         return int(r.removed)
+
+    # -- the per-user key-value store (lmos.syscalls.kv) ---------------------------
+    async def kv_get(self, key: str, default: str | None = None) -> str | None:
+        """The value under ``key``, or ``default`` if there is none (other errors raise)."""
+        try:
+            r = await self.call("kv_get", key=key)
+        except SyscallError as exc:
+            if exc.errno == Errno.ENOENT:
+                return default
+            raise
+        return str(r.value)
+
+    async def kv_set(self, key: str, value: str) -> bool:
+        """Store ``value`` under ``key``; True if the key is new."""
+        r = await self.call("kv_set", key=key, value=value)
+        return bool(r.created)
+
+    async def kv_list(self, prefix: str = "", limit: int = 1000) -> list[str]:
+        r = await self.call("kv_list", prefix=prefix, limit=limit)
+        return list(r.keys)
+
+    async def kv_delete(self, key: str) -> bool:
+        """Remove ``key``; True if it existed."""
+        r = await self.call("kv_delete", key=key)
+        return bool(r.removed)
 
     async def tool_call(self, name: str, args: dict[str, Any] | None = None) -> str:
         r = await self.call("tool_call", name=name, args=dict(args or {}))

@@ -3,8 +3,9 @@
 Deleting or overwriting a file, or anything with an external effect, cannot be
 undone, and the process asking may be steered by text it read (prompt
 injection).  So such syscalls call :func:`require` first, which asks the
-kernel's *confirmation policy* (a host callback the facade installs; the shell
-asks inline).  Rules:
+kernel's *confirmation policy*: a host callback held by the syscall layer
+(``Syscalls.confirm_policy``, given by the facade; the shell asks inline).
+Rules:
 
 - init (pid 1) is the host itself and is never asked;
 - with no policy installed the answer is **no**: an embedding that has not said
@@ -19,7 +20,6 @@ refuse, an injected request; the default shell policy always asks for those.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -28,8 +28,8 @@ import msgspec
 from lmos.errors import Errno, SyscallError
 
 if TYPE_CHECKING:
-    from lmos.kernel.kernel import KernelCore
     from lmos.kernel.process import Process
+    from lmos.syscalls.table import Ctx
 
 INIT_PID = 1
 
@@ -52,25 +52,16 @@ class ConfirmRequest(msgspec.Struct, kw_only=True, frozen=True):
 
 ConfirmPolicy = Callable[[ConfirmRequest], Awaitable[bool]]
 
-_POLICIES: weakref.WeakKeyDictionary[KernelCore, ConfirmPolicy] = weakref.WeakKeyDictionary()
 
-
-def set_policy(core: KernelCore, policy: ConfirmPolicy | None) -> None:
-    """Install (or with None, remove) the confirmation policy of a kernel."""
-    if policy is None:
-        _POLICIES.pop(core, None)
-    else:
-        _POLICIES[core] = policy
-
-
-async def require(core: KernelCore, p: Process, action: str, target: str, detail: str = "") -> None:
-    """Return if the user approves ``action`` on ``target`` by ``p``; else raise ECANCELED."""
+async def require(ctx: Ctx, action: str, target: str, detail: str = "") -> None:
+    """Return if the user approves ``action`` on ``target`` by the caller; else raise ECANCELED."""
+    p = ctx.proc
     if p.pid == INIT_PID:
         return
     req = ConfirmRequest(
         pid=p.pid, uid=p.uid, app=p.app, action=action, target=target, detail=detail, tainted=p.tainted
     )
-    policy = _POLICIES.get(core)
+    policy = ctx.sys.confirm_policy
     if policy is None:
         raise SyscallError(
             Errno.ECANCELED, f"{req.describe()}: needs confirmation and no confirmation policy is set"
@@ -78,7 +69,7 @@ async def require(core: KernelCore, p: Process, action: str, target: str, detail
     if p.blocked_on:  # already inside a blocking syscall (a tool): stay in it
         ok = await policy(req)
     else:
-        async with core.blocking(p, "confirm"):
+        async with ctx.kernel.blocking(p, "confirm"):
             ok = await policy(req)
     if not ok:
         raise SyscallError(Errno.ECANCELED, f"declined: {req.describe()}")

@@ -59,6 +59,9 @@ class AppInfo(Resp):
     description: str
     caps: list[str]
     model: str | None
+    version: str = ""
+    hash: str = ""  # sha256 of the app's files (apps from a folder)
+    origin: str = "builtin"  # builtin | installed
 
 
 class AppListReply(Resp):
@@ -154,8 +157,10 @@ async def sys_events(ctx: Ctx, req: Events) -> EventsReply:
 
 @syscall(11, "app_list", AppList, AppListReply)
 async def sys_app_list(ctx: Ctx, req: AppList) -> AppListReply:
-    """Installed apps with their descriptions and capabilities."""
-    apps = [AppInfo(name=a.name, description=a.description, caps=sorted(a.caps), model=a.model)
+    """Installed apps with their descriptions, granted capabilities, version, hash and origin."""
+    apps = [AppInfo(name=a.name, description=a.description, caps=sorted(a.caps), model=a.model,
+                    version=str(a.extra.get("version", "")), hash=str(a.extra.get("hash", "")),
+                    origin=str(a.extra.get("origin", "builtin")))
             for a in sorted(ctx.sys.programs.apps.values(), key=lambda a: a.name)
             if not a.name.startswith("py:")]
     return AppListReply(apps=apps)

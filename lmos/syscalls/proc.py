@@ -68,8 +68,11 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
     granted by the caller's (no escalation).  Only root may choose another uid.
     """
     parent = ctx.proc
-    spec = ctx.sys.programs.get(req.app)
+    spec = ctx.sys.programs.take(req.app, parent.pid)
     caps = frozenset(req.caps) if req.caps is not None else spec.caps
+    if "origin" in spec.extra and subset(caps, spec.caps):
+        # an app from the app store (built-in, installed or loaded) runs with what it was granted, never more
+        raise SyscallError(Errno.EPERM, f"{req.app} was granted only: {', '.join(sorted(spec.caps))}")
     missing = subset(caps, parent.caps)
     if missing:
         lacking = ", ".join(sorted(missing))

@@ -23,9 +23,11 @@ from lmos.errors import Errno, SyscallError
 from lmos.kernel.events import Event
 from lmos.kernel.kernel import KernelCore, ProcessExit
 from lmos.kernel.process import Process
-from lmos.syscalls import chat, fs, io, ipc, llm, mem, proc, tool  # noqa: F401  (registers the families)
+from lmos.syscalls import apps, chat, fs, io, ipc, kv, llm, mem, mount, proc, tool  # noqa: F401  (registers the families)
 from lmos.syscalls.caps import grants
+from lmos.syscalls.confirm import ConfirmPolicy
 from lmos.syscalls.registry import BY_NR, TABLE, SyscallDef
+from lmos.syscalls.tool import ToolRegistry
 from lmos.syscalls.types import Err, Ok, Req, Resp, Result, TraceEntry
 
 log = logging.getLogger("lmos.syscalls")
@@ -53,9 +55,25 @@ class ProgramRegistry:
 
     def __init__(self) -> None:
         self.apps: dict[str, AppSpec] = {}
+        self.temp: dict[str, tuple[int, AppSpec]] = {}  # loaded, not installed: name -> (loader pid, spec)
 
     def register(self, spec: AppSpec) -> None:
         self.apps[spec.name] = spec
+
+    def add_temp(self, spec: AppSpec, loader: int) -> None:
+        """An app only process ``loader`` may spawn, once (``app_load``); it replaces the loader's last."""
+        for name, (pid, _) in list(self.temp.items()):
+            if pid == loader:
+                del self.temp[name]
+        self.temp[spec.name] = (loader, spec)
+
+    def take(self, name: str, pid: int) -> AppSpec:
+        """The app ``pid`` may spawn under ``name``: a temporary one of its own is used up here."""
+        held = self.temp.get(name)
+        if held is not None and held[0] == pid:
+            del self.temp[name]
+            return held[1]
+        return self.get(name)
 
     def get(self, name: str) -> AppSpec:
         spec = self.apps.get(name)
@@ -77,16 +95,26 @@ class Ctx:
 
 
 class Syscalls:
-    """The syscall layer of one kernel."""
+    """The syscall layer of one kernel.
+
+    It owns the per-kernel state of the syscalls: the apps (``programs``), the
+    tools ``tool_call`` runs (``tools``) and the host callback that confirms
+    irreversible actions (``confirm_policy``; None refuses them, see
+    :mod:`lmos.syscalls.confirm`).
+    """
 
     def __init__(self, kernel: KernelCore, programs: ProgramRegistry | None = None,
-                 trace_len: int = 256) -> None:
+                 trace_len: int = 256, *, tools: ToolRegistry | None = None,
+                 confirm_policy: ConfirmPolicy | None = None) -> None:
         self.kernel = kernel
         self.programs = programs or ProgramRegistry()
+        self.tools = tools if tools is not None else ToolRegistry()
+        self.confirm_policy = confirm_policy
         self.trace_len = trace_len
         self.traces: dict[int, deque[TraceEntry]] = {}
         self.subs: dict[tuple[int, int], MemoryObjectReceiveStream[Event]] = {}  # (watcher, target)
         self.client_factory: Callable[[Syscalls, int], Any] | None = None
+        self.apps: apps.AppService | None = None  # the app store, set by the facade (lmos.system)
 
     # -- dispatch ------------------------------------------------------------
     def lookup(self, call: str | int) -> SyscallDef:

@@ -10,13 +10,19 @@ EINVAL, never an exception inside the tool.  The call runs inside
 ``kernel.blocking``: the process is BLOCKED while the tool works, and the KV
 policy may keep, swap or drop its context meanwhile.
 
-The registry lives here (one per kernel); the tools themselves are userland
+The registry type lives here; each kernel's registry is a field of its syscall
+layer (``Syscalls.tools``).  The tools themselves are userland
 (``lmos.userland.tools``) and register at boot.
+
+A tool gets a :class:`ToolCtx`, never the kernel or the calling process: it can
+make syscalls *as* the caller (``call``), read who the caller is (``uid``,
+``pid``, ``has``), and mark it tainted or ask the user to confirm, each through
+a callable this module builds.  So a tool can do nothing the syscall table
+would not let the caller do itself.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,40 +38,59 @@ from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import Name, Req, Resp
 
 if TYPE_CHECKING:
-    from lmos.kernel.kernel import KernelCore
-    from lmos.kernel.process import Process
     from lmos.syscalls.table import Ctx
 
 MAX_RESULT_CHARS = 16_000
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ToolCtx:
-    """What a tool sees: the calling process, and syscalls made *as* that process."""
+    """What a tool sees of its caller: identity, capabilities, and syscalls made *as* the caller.
 
-    ctx: Ctx
-    proc: Process
+    The private callables are closures the syscall layer builds for one call
+    (see :func:`tool_ctx`); a tool never receives the kernel or the process.
+    """
 
-    @property
-    def uid(self) -> int:
-        return self.proc.uid
+    uid: int
+    pid: int
+    caps: frozenset[str]  # a frozen copy of the caller's capabilities
+    _call: Callable[[str, dict[str, Any]], Awaitable[Any]]
+    _taint: Callable[[], None]
+    _confirm: Callable[[str, str, str], Awaitable[None]]
 
-    @property
-    def kernel(self) -> KernelCore:
-        return self.ctx.kernel
+    async def call(self, name: str, /, **payload: Any) -> Any:
+        """A nested syscall by the calling process (capabilities, confirmation and audit apply).
 
-    async def call(self, name: str, **payload: Any) -> Any:
-        """A nested syscall by the calling process (capabilities and confirmation apply)."""
-        return await self.ctx.sys.call(self.proc.pid, name, payload)
+        ``name`` is positional-only, so payloads may have a ``name`` field
+        (``ctx.call("mem_write", name="goal", value="...")``).
+        """
+        return await self._call(name, payload)
 
     def has(self, cap: str) -> bool:
-        return grants(self.proc.caps, cap)
+        """Whether the caller holds capability ``cap`` (wildcards and path scopes apply)."""
+        return grants(self.caps, cap)
 
     def taint(self) -> None:
-        confirm.taint(self.proc)
+        """Mark the caller as having read untrusted content (the tool fetched or read someone else's)."""
+        self._taint()
 
     async def confirm(self, action: str, target: str, detail: str = "") -> None:
-        await confirm.require(self.ctx.kernel, self.proc, action, target, detail)
+        """Ask the user to approve an irreversible action; ECANCELED if declined."""
+        await self._confirm(action, target, detail)
+
+
+def tool_ctx(ctx: Ctx) -> ToolCtx:
+    """The :class:`ToolCtx` of one ``tool_call`` made by ``ctx.proc``."""
+    p, table = ctx.proc, ctx.sys
+
+    async def call(name: str, payload: dict[str, Any]) -> Any:
+        return await table.call(p.pid, name, payload)
+
+    async def ask(action: str, target: str, detail: str) -> None:
+        await confirm.require(ctx, action, target, detail)
+
+    return ToolCtx(uid=p.uid, pid=p.pid, caps=frozenset(p.caps), _call=call,
+                   _taint=lambda: confirm.taint(p), _confirm=ask)
 
 
 ToolFn = Callable[[ToolCtx, dict[str, Any]], Awaitable[str]]
@@ -148,7 +173,7 @@ def schema_struct(name: str, schema: dict[str, Any]) -> type[msgspec.Struct]:
 
 
 class ToolRegistry:
-    """Name -> tool, one per kernel."""
+    """Name -> tool, one per kernel (``Syscalls.tools``)."""
 
     def __init__(self) -> None:
         self.tools: dict[str, Tool] = {}
@@ -161,21 +186,6 @@ class ToolRegistry:
         if t is None:
             raise SyscallError(Errno.ENOENT, f"no such tool: {name}")
         return t
-
-
-_REGISTRIES: weakref.WeakKeyDictionary[KernelCore, ToolRegistry] = weakref.WeakKeyDictionary()
-
-
-def registry(core: KernelCore) -> ToolRegistry:
-    reg = _REGISTRIES.get(core)
-    if reg is None:
-        reg = _REGISTRIES[core] = ToolRegistry()
-    return reg
-
-
-def install(core: KernelCore, reg: ToolRegistry) -> None:
-    """Make ``reg`` the tool registry of ``core`` (the facade does this at boot)."""
-    _REGISTRIES[core] = reg
 
 
 # -- the syscalls -----------------------------------------------------------------
@@ -212,7 +222,7 @@ def _tool_cap(r: ToolCall) -> str:
 async def sys_tool_call(ctx: Ctx, req: ToolCall) -> ToolReply:
     """Run tool ``name`` with ``args`` (validated against its schema); the caller is BLOCKED meanwhile."""
     p = ctx.proc
-    tool = registry(ctx.kernel).get(req.name)
+    tool = ctx.sys.tools.get(req.name)
     missing = [c for c in tool.caps if not grants(p.caps, c)]
     if missing:
         raise SyscallError(Errno.EPERM, f"tool {tool.name} needs capability {missing[0]!r}")
@@ -220,7 +230,7 @@ async def sys_tool_call(ctx: Ctx, req: ToolCall) -> ToolReply:
     async with ctx.kernel.blocking(p, "tool:" + tool.name):
         try:
             with anyio.fail_after(tool.timeout):
-                text = await tool.fn(ToolCtx(ctx, p), args)
+                text = await tool.fn(tool_ctx(ctx), args)
         except TimeoutError:
             raise SyscallError(
                 Errno.ETIMEDOUT, f"tool {tool.name} took longer than {tool.timeout:g}s"
@@ -233,7 +243,7 @@ async def sys_tool_call(ctx: Ctx, req: ToolCall) -> ToolReply:
 @syscall(61, "tool_list", ToolList, ToolListReply)
 async def sys_tool_list(ctx: Ctx, req: ToolList) -> ToolListReply:
     """The tools the caller may call, with their argument schemas."""
-    tools = registry(ctx.kernel).tools.values()
+    tools = ctx.sys.tools.tools.values()
     return ToolListReply(
         tools=[
             ToolInfo(name=t.name, description=t.description, parameters=t.parameters)

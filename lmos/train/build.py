@@ -13,8 +13,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from lmos.chatformat import BOS, END, PAD
 from lmos.errors import Errno, SyscallError
-from lmos.train.chatformat import BOS, END, PAD
 from lmos.train.config import TrainConfig
 from lmos.train.corpus import generate
 from lmos.train.data import Conversation, load_jsonl

@@ -28,8 +28,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from lmos.chatformat import DEFAULT_SYSTEM_PROMPT, call_message
 from lmos.train import phrasings as P
-from lmos.train.chatformat import DEFAULT_SYSTEM_PROMPT, call_message
 from lmos.train.data import Conversation
 from lmos.train.smalltalk import SMALL_TALK
 from lmos.train.toolbox import ToolBox

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lmos.train.chatformat import segments
+from lmos.chatformat import segments
 from lmos.train.data import Conversation, bad_lines_error
 
 IGNORE = -100

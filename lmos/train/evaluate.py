@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmos.train.chatformat import END, PAD, call_message, call_of, parse_call, render
+from lmos.chatformat import END, PAD, call_message, call_of, parse_call, render
 from lmos.train.data import Conversation
 from lmos.train.toolbox import DEFAULT_NOW, ToolBox, answer_must_contain
 

@@ -10,7 +10,7 @@ with the byte-level alphabet, so any text (any language, emoji) encodes without
 an unknown token.
 
 The result is saved as a transformers ``PreTrainedTokenizerFast`` with the chat
-template of :mod:`lmos.train.chatformat`, ``<|end|>`` as end-of-sequence and
+template of :mod:`lmos.chatformat`, ``<|end|>`` as end-of-sequence and
 ``<|pad|>`` as padding.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lmos.train.chatformat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS, assistant_text
+from lmos.chatformat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS, assistant_text
 from lmos.train.data import Conversation
 
 SPLIT_PATTERN = r"\s+|\p{L}+|\p{N}|[^\s\p{L}\p{N}]"

@@ -18,30 +18,29 @@ Two formats, chosen by the kernel from the model's tokenizer (``chat_format``):
   re-renders earlier turns differently).
 
 A malformed, unknown or refused call becomes an error observation the model
-can recover from; it never ends the process.
+can recover from; it never ends the process.  Markers, rendering and call
+parsing come from :mod:`lmos.chatformat`, the one definition shared with
+training.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import msgspec
 
-from lmos.errors import Errno, SyscallError
-
-SYSTEM, USER, ASSISTANT, TOOL, CALL, END = (
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|tool|>",
-    "<|call|>",
-    "<|end|>",
+from lmos.chatformat import (
+    ASSISTANT,
+    DEFAULT_SYSTEM_PROMPT,
+    END,
+    TOOL,
+    MalformedCall,
+    answer_text,
+    parse_call,
+    parse_template_call,
+    render,
 )
-MARKERS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT, "tool": TOOL}
-DEFAULT_SYSTEM = "You are lmos, a helpful assistant with tools."
-_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+from lmos.errors import Errno, SyscallError
 
 
 class ToolCallRecord(msgspec.Struct, kw_only=True):
@@ -58,62 +57,6 @@ class AgentResult(msgspec.Struct, kw_only=True):
     finish_reason: str = "answer"  # "answer" | "max_steps" | the generation's finish reason
 
 
-class Malformed(ValueError):
-    """The model's turn looks like a tool call but cannot be parsed."""
-
-
-def render_lmos(messages: list[dict[str, Any]]) -> str:
-    out = []
-    for m in messages:
-        role = m.get("role", "user")
-        if role not in MARKERS:
-            raise SyscallError(Errno.EINVAL, f"unknown chat role {role!r}")
-        out.append(f"{MARKERS[role]}{m.get('content') or ''}{END}\n")
-    return "".join(out)
-
-
-def parse_lmos(text: str) -> tuple[str, dict[str, Any]] | None:
-    """(tool, args) of a ``<|call|>`` turn; None for an answer; Malformed otherwise."""
-    body = text.strip()
-    if body.endswith(END):
-        body = body[: -len(END)]
-    if not body.startswith(CALL):
-        return None
-    return _call_json(body[len(CALL) :], "tool", "args")
-
-
-def parse_template(text: str) -> tuple[str, dict[str, Any]] | None:
-    """(tool, args) of a ``<tool_call>{...}</tool_call>`` turn (Qwen2/Hermes style)."""
-    m = _TOOL_CALL.search(text)
-    if m is None:
-        return None
-    return _call_json(m.group(1), "name", "arguments")
-
-
-def _call_json(raw: str, name_key: str, args_key: str) -> tuple[str, dict[str, Any]]:
-    try:
-        payload = json.loads(raw.strip())
-    except json.JSONDecodeError as exc:
-        raise Malformed(f"malformed tool call (invalid JSON: {exc.msg})") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get(name_key), str):
-        raise Malformed(f"malformed tool call (needs a string {name_key!r})")
-    args = payload.get(args_key, {})
-    if isinstance(args, str):  # some models emit arguments as a JSON string
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError:
-            raise Malformed(f"malformed tool call ({args_key!r} is not JSON)") from None
-    if not isinstance(args, dict):
-        raise Malformed(f"malformed tool call ({args_key!r} must be an object)")
-    return payload[name_key], args
-
-
-def answer_text(text: str) -> str:
-    for marker in (END, "<|im_end|>", "</s>", "<|eot_id|>"):
-        text = text.replace(marker, "")
-    return text.strip()
-
-
 async def run_agent(
     sys: Any,
     messages: list[dict[str, Any]],
@@ -128,7 +71,7 @@ async def run_agent(
         raise SyscallError(Errno.EINVAL, "max_steps must be at least 1")
     msgs = [dict(m) for m in messages]
     if not msgs or msgs[0].get("role") != "system":
-        msgs.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
+        msgs.insert(0, {"role": "system", "content": DEFAULT_SYSTEM_PROMPT})
     listed = (await sys.call("tool_list")).tools
     allowed = [t for t in listed if tools is None or t.name in tools]
     fmt = (await sys.call("chat_format")).format
@@ -150,7 +93,7 @@ async def run_agent(
         text, finish = await step.generate()
         try:
             call = step.parse(text)
-        except Malformed as exc:
+        except MalformedCall as exc:
             await step.observe(text, None, f"error: {exc}")
             calls.append(ToolCallRecord(tool="", args={}, result=f"error: {exc}", ok=False))
             continue
@@ -181,7 +124,7 @@ class _LmosSteps:
 
     def __init__(self, sys: Any, msgs: list[dict[str, Any]], gen: dict[str, Any]) -> None:
         self.sys, self.gen = sys, gen
-        self.pending = render_lmos(msgs) + ASSISTANT
+        self.pending = render(msgs, add_generation_prompt=True)
         self.role, self.first = "user", True
 
     async def generate(self) -> tuple[str, str]:
@@ -193,7 +136,7 @@ class _LmosSteps:
         return str(r.text), str(r.finish_reason)
 
     def parse(self, text: str) -> tuple[str, dict[str, Any]] | None:
-        return parse_lmos(text)
+        return parse_call(text)
 
     async def observe(self, text: str, call: tuple[str, dict[str, Any]] | None, result: str) -> None:
         self.pending = f"\n{TOOL}{result}{END}\n{ASSISTANT}"
@@ -219,7 +162,7 @@ class _TemplateSteps:
         return str(g.text), str(g.finish_reason)
 
     def parse(self, text: str) -> tuple[str, dict[str, Any]] | None:
-        return parse_template(text)
+        return parse_template_call(text)
 
     async def observe(self, text: str, call: tuple[str, dict[str, Any]] | None, result: str) -> None:
         self.msgs.append({"role": "assistant", "content": answer_text(text)})
@@ -229,7 +172,7 @@ class _TemplateSteps:
 async def prompt_for(sys: Any, messages: list[dict[str, Any]]) -> str:
     """The text that starts a fresh context for ``messages``, ready for the model's turn."""
     r = await sys.call("chat_format", messages=messages)
-    return str(r.text) if r.format == "template" else render_lmos(messages) + ASSISTANT
+    return str(r.text) if r.format == "template" else render(messages, add_generation_prompt=True)
 
 
 async def ask(sys: Any, messages: list[dict[str, Any]], *, max_tokens: int = 64, **sampling: Any) -> str:

@@ -15,9 +15,10 @@ A manifest is a TOML file::
     max_children = 0
     max_wall_seconds = 120
 
-``entry.kind`` is ``agent``, ``code`` (a Python file run in the sandbox, whose
-syscalls are made as the app's process) or ``python`` (``module:function``, a
-trusted in-process program; only built-in and operator manifests may use it).
+``entry.kind`` is ``agent``, ``code`` (the app's Python files run in the
+sandbox, whose syscalls are made as the app's process; see
+:mod:`lmos.userland.codeapp`) or ``python`` (``module:function``, a trusted
+in-process program; only the operator may install one, with ``--trusted``).
 Loading validates strictly, so a typo is a clear error at install time rather
 than a surprise at run time.  Listing a tool grants capability ``tool:NAME``.
 """
@@ -37,7 +38,7 @@ from lmos.errors import Errno, SyscallError
 from lmos.syscalls.table import AppSpec, Main
 
 AppName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9._-]{0,63}$")]
-PLAIN_CAPS = {"llm", "spawn", "ipc", "mem", "proc", "tool", "fs.read", "fs.write"}
+PLAIN_CAPS = {"llm", "spawn", "ipc", "mem", "proc", "tool", "fs.read", "fs.write", "kv"}
 SCOPED_CAPS = {"fs.read", "fs.write", "net", "tool"}
 
 
@@ -111,22 +112,34 @@ def load_manifest(path: str | Path) -> Manifest:
     return parse_manifest(text, base_dir=str(p.parent), origin=p.name)
 
 
-def app_spec(m: Manifest, *, trusted: bool = False) -> AppSpec:
-    """The :class:`AppSpec` that runs manifest ``m``."""
-    main = _entry_main(m, trusted)
+def asked_caps(m: Manifest) -> frozenset[str]:
+    """What ``m`` asks for: its capabilities, plus ``tool:NAME`` for each tool it lists."""
+    return frozenset(m.capabilities) | {f"tool:{t}" for t in m.tools}
+
+
+def app_spec(m: Manifest, *, trusted: bool = False, main: Main | None = None,
+             caps: frozenset[str] | None = None, extra: dict[str, Any] | None = None) -> AppSpec:
+    """The :class:`AppSpec` that runs manifest ``m``.
+
+    ``main`` replaces the entry built from the manifest (the app store builds
+    code entries from the files it holds), ``caps`` the capabilities asked for
+    (the app store passes what was granted), and ``extra`` adds to the spec's
+    extra data (version, hash, origin).
+    """
+    main = main if main is not None else _entry_main(m, trusted)
     q = m.quotas
     if q.max_wall_seconds is not None:
         main = _with_deadline(main, q.max_wall_seconds, m.name)
-    caps = frozenset(m.capabilities) | {f"tool:{t}" for t in m.tools}
     return AppSpec(
         m.name,
         main,
-        caps,
+        asked_caps(m) if caps is None else caps,
         model=m.model,
         description=m.description,
         token_quota=q.max_tokens,
         max_children=q.max_children,
-        extra={"manifest": m, "tools": list(m.tools)},
+        extra={"manifest": m, "tools": list(m.tools), "version": m.version, "kind": m.entry.kind,
+               **(extra or {})},
     )
 
 
@@ -135,8 +148,9 @@ def _entry_main(m: Manifest, trusted: bool) -> Main:
     if e.kind == "agent":
         return _agent_main(m)
     if e.kind == "code":
-        source = e.code if e.code is not None else _read_source(m)
-        return _code_main(source)
+        from lmos.userland.codeapp import code_main
+
+        return code_main(m, {e.source: _read_source(m)} if e.source else {})
     if not trusted:
         raise SyscallError(
             Errno.EPERM, f"{m.name}: only built-in and operator apps may run Python in-process"
@@ -176,24 +190,6 @@ def _agent_main(m: Manifest) -> Main:
             sys, messages, tools=list(m.tools), max_steps=m.max_steps, temperature=m.temperature
         )
         return msgspec.to_builtins(r)
-
-    return main
-
-
-def _code_main(source: str) -> Main:
-    async def main(sys: Any, argv: list[str]) -> Any:
-        from lmos.userland.sandbox import execute, violation
-
-        async def handler(name: str, payload: dict[str, Any]) -> Any:
-            return await sys.call(name, **payload)
-
-        r = await execute(source, syscalls=handler, inputs={"argv": list(argv)})
-        bad = violation(r)
-        if bad is not None:
-            await sys.call("audit", event="sandbox_violation", detail=bad)
-        if not r.ok:
-            raise SyscallError(Errno.EIO, f"app failed: {r.error}")
-        return r.namespace.get("result", r.stdout)
 
     return main
 

@@ -10,6 +10,16 @@ syscalls the program makes while it runs (awaiting the kernel's callback, which
 checks capabilities), enforces the wall clock by killing the worker's process
 group, and turns every way a program can fail into a :class:`Result`.
 
+The request and result formats and the types callers use (``Limits``,
+``Result``, ``Extras``) live in ``sandbox_protocol.py``.  ``Extras`` is what
+code apps (``lmos.userland.codeapp``) add to a run: the program's own modules,
+the ``ask``/``agent`` helpers (lmos's agent loop inside the worker, over the
+program's own syscalls; workers started with ``agent=True``), printed output
+streamed as ``write`` syscalls, and just the ``result`` reported back.  None
+of it widens what a program can reach: modules are compiled under the same
+policy and imported as read-only namespaces, and only plain JSON data crosses
+between a program and the helpers.
+
 Nothing here blocks the event loop: pipe I/O goes through anyio's process
 streams.  A worker is reused only after a run that ended normally; one that
 died, timed out, ran out of memory or broke the protocol is killed and
@@ -19,8 +29,6 @@ hostile: every message is size-bounded and schema-checked.
 
 from __future__ import annotations
 
-import importlib.util
-import keyword
 import os
 import signal
 import subprocess
@@ -36,95 +44,45 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from lmos.errors import Errno, SyscallError
+from lmos.userland.sandbox_protocol import (
+    MAX_SOURCE,
+    MIN_MEMORY,
+    SPAWN_TIMEOUT,
+    VIOLATION_MARKS,
+    WORKER_SCRIPT,
+    Call,
+    Done,
+    Extras,
+    Isolation,
+    Limits,
+    Result,
+    encode_request,
+    error_reply,
+    restricted_python_path,
+    violation,
+)
 from lmos.userland.sandbox_worker import EXIT_CPU
 
+__all__ = [
+    "MAX_SOURCE",
+    "MIN_MEMORY",
+    "VIOLATION_MARKS",
+    "WORKER_SCRIPT",
+    "Extras",
+    "Isolation",
+    "Limits",
+    "Result",
+    "Sandbox",
+    "SyscallHandler",
+    "execute",
+    "violation",
+]
+
 SyscallHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
-
-WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
-SPAWN_TIMEOUT = 20.0
-MAX_SOURCE = 1 << 20
-MIN_MEMORY = 64 << 20
-
-
-class Limits(msgspec.Struct, frozen=True, kw_only=True):
-    """Budgets for one run.  Time spent waiting on syscalls counts against
-    neither CPU (it is not CPU) nor wall clock (the kernel bounds it)."""
-
-    cpu_seconds: float = 5.0
-    wall_seconds: float = 10.0
-    memory_bytes: int = 512 << 20  # address space of the worker process
-    output_bytes: int = 1 << 20  # printed text; the namespace has its own budget of the same size
-    max_syscalls: int = 256
-
-    def __post_init__(self) -> None:
-        for name in self.__struct_fields__:
-            if not getattr(self, name) > 0:
-                raise SyscallError(Errno.EINVAL, f"limits.{name} must be positive")
-        if self.memory_bytes < MIN_MEMORY:
-            raise SyscallError(Errno.EINVAL, f"limits.memory_bytes must be at least {MIN_MEMORY}")
-
-
-class Result(msgspec.Struct, kw_only=True):
-    """What a run produced; an untrusted program's failure is a result, not an exception."""
-
-    ok: bool
-    error: str | None = None  # one line
-    stdout: str = ""
-    namespace: dict[str, Any] = {}  # JSON-representable top-level names
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    syscalls: int = 0
-    syscall_seconds: float = 0.0
-
-
-_VIOLATION_MARKS = ("compile error:", "is not allowed in the sandbox", "is not accessible",
-                    "not allowed", "forbidden")
-
-
-def violation(r: Result) -> str | None:
-    """The error of ``r`` if it was a security violation (a guard or the restricted
-    compiler refused something), as opposed to an ordinary failure or a resource limit."""
-    err = r.error or ""
-    return err if not r.ok and any(m in err for m in _VIOLATION_MARKS) else None
-
-
-class Isolation(msgspec.Struct, frozen=True):
-    """What a worker's lock-down achieved, as it reported at startup."""
-
-    pid: int
-    uid: int
-    no_new_privs: bool
-    netns: bool
-    dropped_root: bool
-    cpu: float = 0.0
-
-
-class _Done(msgspec.Struct):
-    op: str
-    ok: bool
-    error: str | None
-    stdout: str
-    namespace: dict[str, Any]
-    cpu: float | None
-    cpu_total: float
-    syscall_seconds: float
-    recycle: bool
-
-
-class _Call(msgspec.Struct):
-    syscall: str
-    args: dict[str, Any]
 
 
 class _ProtocolError(Exception):
     pass
-
-
-def _restricted_python_path() -> str:
-    spec = importlib.util.find_spec("RestrictedPython")
-    if spec is None or spec.origin is None:
-        raise SyscallError(Errno.ENOSYS, "RestrictedPython is not installed")
-    return str(Path(spec.origin).parent.parent)
 
 
 def _death_message(code: int | None, limits: Limits) -> str:
@@ -191,10 +149,10 @@ class _Worker:
         return self.process.returncode
 
 
-async def _spawn(ceiling: Limits) -> _Worker:
+async def _spawn(ceiling: Limits, agent: bool = False) -> _Worker:
     config = {"cpu_ceiling": ceiling.cpu_seconds, "cpu_lifetime": max(300.0, 20 * ceiling.cpu_seconds),
-              "memory_ceiling": ceiling.memory_bytes}
-    cmd = [sys.executable, "-I", "-S", "-B", "-X", "utf8", str(WORKER_SCRIPT), _restricted_python_path(),
+              "memory_ceiling": ceiling.memory_bytes, "agent": agent}
+    cmd = [sys.executable, "-I", "-S", "-B", "-X", "utf8", str(WORKER_SCRIPT), restricted_python_path(),
            msgspec.json.encode(config).decode()]
     stderr = None if os.environ.get("LMOS_SANDBOX_DEBUG") else subprocess.DEVNULL
     process = await anyio.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
@@ -216,11 +174,6 @@ async def _spawn(ceiling: Limits) -> _Worker:
             raise SyscallError(Errno.EIO, f"sandbox worker failed to start: {exc}") from None
         raise
     return worker
-
-
-def _error_reply(err: SyscallError) -> bytes:
-    error = {"errno": err.errno.name, "code": int(err.errno), "message": err.message}
-    return msgspec.json.encode({"op": "reply", "error": error}) + b"\n"
 
 
 class _Run:
@@ -282,9 +235,9 @@ class _Run:
             try:
                 msg = msgspec.json.decode(line)
                 if type(msg) is dict and "syscall" in msg:
-                    call = msgspec.convert(msg, _Call)
+                    call = msgspec.convert(msg, Call)
                 else:
-                    done = msgspec.convert(msg, _Done)
+                    done = msgspec.convert(msg, Done)
             except msgspec.MsgspecError:
                 return await self._die("sandbox worker protocol error"), False
             if type(msg) is dict and "syscall" in msg:
@@ -297,7 +250,7 @@ class _Run:
                 continue
             return self._finish(done), not done.recycle
 
-    def _finish(self, done: _Done) -> Result:
+    def _finish(self, done: Done) -> Result:
         cpu = done.cpu if done.cpu is not None else done.cpu_total - self.worker.cpu
         cpu = min(max(cpu, 0.0), self.limits.cpu_seconds + 2.0)  # the worker's word, so bounded
         self.worker.cpu = done.cpu_total
@@ -306,9 +259,9 @@ class _Run:
             error = f"syscall limit exceeded ({self.limits.max_syscalls})"
         return Result(ok=error is None, error=error, stdout=done.stdout, namespace=done.namespace,
                       cpu_seconds=cpu, wall_seconds=time.monotonic() - self.start, syscalls=self.calls,
-                      syscall_seconds=self.waited)
+                      syscall_seconds=self.waited, errno=done.errno if error is not None else None)
 
-    async def _serve(self, call: _Call) -> bytes:
+    async def _serve(self, call: Call) -> bytes:
         """Forward one syscall to the host's handler; always produce a reply."""
         try:
             if self.names is not None and call.syscall not in self.names:
@@ -321,35 +274,13 @@ class _Run:
             self.calls += 1
             value = await self.handler(call.syscall, call.args)
         except SyscallError as exc:
-            return _error_reply(exc)
+            return error_reply(exc)
         except Exception as exc:  # a handler bug must not take the run down with it
-            return _error_reply(SyscallError(Errno.EIO, f"{call.syscall} failed: {type(exc).__name__}"))
+            return error_reply(SyscallError(Errno.EIO, f"{call.syscall} failed: {type(exc).__name__}"))
         try:
             return msgspec.json.encode({"op": "reply", "value": value}) + b"\n"
         except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
-            return _error_reply(SyscallError(Errno.EFAULT, f"{call.syscall} returned a non-JSON value"))
-
-
-def _encode_request(source: str, limits: Limits, names: frozenset[str] | None,
-                    inputs: Mapping[str, Any] | None, seed: int | None) -> bytes:
-    """Validate what the caller (trusted, but possibly buggy) passed in."""
-    if type(source) is not str:
-        raise SyscallError(Errno.EINVAL, "source must be a str")
-    if len(source) > MAX_SOURCE:
-        raise SyscallError(Errno.E2BIG, f"source longer than {MAX_SOURCE} characters")
-    for name in list(names or ()) + list(inputs or ()):
-        if type(name) is not str or not name.isidentifier() or name[:1] == "_" or keyword.iskeyword(name):
-            raise SyscallError(Errno.EINVAL, f"bad name {name!r}: need an identifier not starting with '_'")
-    if seed is None:
-        seed = int.from_bytes(os.urandom(7), "big")
-    request = {"op": "run", "source": source, "inputs": dict(inputs or {}), "seed": int(seed),
-               "syscalls": None if names is None else sorted(names),
-               "limits": {"cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes,
-                          "output_bytes": limits.output_bytes, "max_syscalls": limits.max_syscalls}}
-    try:
-        return msgspec.json.encode(request) + b"\n"
-    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError, UnicodeError) as exc:
-        raise SyscallError(Errno.EINVAL, f"inputs must be JSON values: {exc}") from None
+            return error_reply(SyscallError(Errno.EFAULT, f"{call.syscall} returned a non-JSON value"))
 
 
 class Sandbox:
@@ -358,16 +289,21 @@ class Sandbox:
     ``async with Sandbox(size=2, limits=Limits(...)) as sb: await sb.run(src)``.
     ``limits`` are the defaults for each run and the ceiling a run may not
     exceed for CPU and memory (the workers' hard rlimits are set from them).
+    ``agent=True`` starts workers that also load lmos's agent loop (and with it
+    msgspec) before locking down, for runs that ask for the ask/agent helpers
+    (:class:`Extras`); plain workers load only the standard library and
+    RestrictedPython.
     """
 
     def __init__(self, size: int = 2, limits: Limits | None = None, *, max_runs_per_worker: int = 1000,
-                 replace: bool = True) -> None:
+                 replace: bool = True, agent: bool = False) -> None:
         if size < 1:
             raise SyscallError(Errno.EINVAL, "sandbox pool size must be at least 1")
         self.size = size
         self.limits = limits or Limits()
         self.max_runs_per_worker = max_runs_per_worker
         self.replace = replace
+        self.agent = agent
         self.isolation: Isolation | None = None
         self._idle: list[_Worker] = []
         self._slots: anyio.Semaphore | None = None
@@ -387,7 +323,7 @@ class Sandbox:
         self._slots = anyio.Semaphore(self.size)
 
         async def one() -> None:
-            await self._add(await _spawn(self.limits))
+            await self._add(await _spawn(self.limits, self.agent))
 
         async with anyio.create_task_group() as tg:
             for _ in range(self.size):
@@ -404,21 +340,22 @@ class Sandbox:
 
     async def run(self, source: str, *, limits: Limits | None = None, syscalls: SyscallHandler | None = None,
                   syscall_names: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
-                  seed: int | None = None) -> Result:
+                  seed: int | None = None, extras: Extras | None = None) -> Result:
         """Run ``source`` in a worker.  ``syscall_names`` become functions in the
-        program (``name(**args)``) and bound ``sys_call(name, **args)``; None
-        exposes only ``sys_call``, for any name ``syscalls`` accepts."""
+        program (``name(**args)``) and bound ``sys_call(name, /, **args)``; None
+        exposes only ``sys_call``, for any name ``syscalls`` accepts.  ``extras``:
+        modules, the ask/agent helpers and echoed output (:class:`Extras`)."""
         if self._closed:
             raise SyscallError(Errno.EPIPE, "the sandbox is closed")
         limits = limits or self.limits
         if limits.cpu_seconds > self.limits.cpu_seconds or limits.memory_bytes > self.limits.memory_bytes:
             raise SyscallError(Errno.EINVAL, "per-run cpu/memory limits exceed the sandbox's ceiling")
         names = None if syscall_names is None else frozenset(syscall_names)
-        request = _encode_request(source, limits, names, inputs, seed)
+        request = encode_request(source, limits, names, inputs, seed, extras)
         await self.start()
         assert self._slots is not None
         async with self._slots:
-            worker = self._idle.pop() if self._idle else await _spawn(self.limits)
+            worker = self._idle.pop() if self._idle else await _spawn(self.limits, self.agent)
             keep = False
             try:
                 result, keep = await _Run(worker, request, limits, syscalls, names).drive()
@@ -435,7 +372,7 @@ class Sandbox:
             if self.replace and not self._closed:
                 try:
                     with anyio.fail_after(SPAWN_TIMEOUT):
-                        await self._add(await _spawn(self.limits))
+                        await self._add(await _spawn(self.limits, self.agent))
                 except (SyscallError, TimeoutError):
                     pass  # the next run spawns one itself
 
@@ -451,8 +388,9 @@ class Sandbox:
 
 async def execute(source: str, *, limits: Limits | None = None, syscalls: SyscallHandler | None = None,
                   syscall_names: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
-                  seed: int | None = None) -> Result:
+                  seed: int | None = None, extras: Extras | None = None) -> Result:
     """Run once in a fresh worker and leave nothing behind (convenient, not fast)."""
-    async with Sandbox(size=1, limits=limits, replace=False) as sandbox:
+    agent = extras is not None and extras.agent is not None
+    async with Sandbox(size=1, limits=limits, replace=False, agent=agent) as sandbox:
         return await sandbox.run(source, syscalls=syscalls, syscall_names=syscall_names, inputs=inputs,
-                                 seed=seed)
+                                 seed=seed, extras=extras)

@@ -41,9 +41,21 @@ from RestrictedPython.Guards import raise_ as _RAISE
 from RestrictedPython.transformer import ALLOWED_FUNC_NAMES
 
 if TYPE_CHECKING or __package__:
-    from lmos.userland.sandbox_proxies import IMPORTABLE, SHARED_MODULES, SafeNamespace, random_namespace
+    from lmos.userland.sandbox_proxies import (
+        IMPORTABLE,
+        SHARED_MODULES,
+        SafeNamespace,
+        module_name_error,
+        random_namespace,
+    )
 else:  # inside the worker both modules are loaded by path, outside any package
-    from sandbox_proxies import IMPORTABLE, SHARED_MODULES, SafeNamespace, random_namespace
+    from sandbox_proxies import (  # noqa: F401  (module_name_error is re-exported for the worker)
+        IMPORTABLE,
+        SHARED_MODULES,
+        SafeNamespace,
+        module_name_error,
+        random_namespace,
+    )
 
 FILENAME = "<sandbox>"
 _MISSING: Any = object()
@@ -143,12 +155,14 @@ class _ReadOnly:
 class OutputBuffer:
     """Everything the run printed, capped at ``limit`` bytes (UTF-8)."""
 
-    def __init__(self, limit: int, abort: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, limit: int, abort: Callable[[str], Any] | None = None,
+                 echo: Callable[[str], Any] | None = None) -> None:
         self.parts: list[str] = []
         self.size = 0
         self.limit = limit
         self.exceeded = False
         self.abort = abort  # ends the run for good if the program prints on after the overflow
+        self.echo = echo  # also passes each printed piece on as it happens (a code app's output stream)
 
     def write(self, text: str) -> None:
         if self.exceeded:
@@ -164,6 +178,8 @@ class OutputBuffer:
             raise OutputLimitExceeded(f"output limit exceeded ({self.limit} bytes)")
         self.parts.append(text)
         self.size += size
+        if self.echo is not None and text:
+            self.echo(text)
 
     def getvalue(self) -> str:
         return "".join(self.parts)
@@ -207,13 +223,20 @@ _BASE_BUILTINS = {k: v for k, v in safe_builtins.items()
 
 
 class RunPolicy:
-    """The per-run state behind the guards: output buffer, class registry and
-    the builtins dict.  One instance per run; nothing survives the run."""
+    """The per-run state behind the guards: output buffer, class registry,
+    the builtins dict and the program's own modules.  One instance per run;
+    nothing survives the run."""
 
-    def __init__(self, *, output_limit: int, seed: int, abort: Callable[[str], Any] | None = None) -> None:
-        self.output = OutputBuffer(output_limit, abort)
+    def __init__(self, *, output_limit: int, seed: int, abort: Callable[[str], Any] | None = None,
+                 echo: Callable[[str], Any] | None = None) -> None:
+        self.output = OutputBuffer(output_limit, abort, echo)
         self.classes: set[type] = set()
         self.modules = dict(SHARED_MODULES, random=random_namespace(seed))
+        self.app_codes: dict[str, types.CodeType] = {}  # the program's own modules, compiled
+        self.app_modules: dict[str, SafeNamespace] = {}  # ... and imported (once per run)
+        self.module_globals: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+        self._loading: set[str] = set()
 
     def write_guard(self, obj: Any) -> Any:
         """``_write_``: lists, dicts and the run's own classes and instances
@@ -253,10 +276,41 @@ class RunPolicy:
 
     def import_(self, name: Any, globals: Any = None, locals: Any = None, fromlist: Any = (),
                 level: int = 0) -> SafeNamespace:
+        if type(name) is str and level == 0 and name in self.app_codes:
+            return self._app_module(name)
         if type(name) is not str or level != 0 or name not in IMPORTABLE:
             raise ImportError(f"import of {name!r} is not allowed in the sandbox "
-                              f"(available: {', '.join(sorted(IMPORTABLE))})")
+                              f"(available: {', '.join(sorted({*IMPORTABLE, *self.app_codes}))})")
         return self.modules[name]
+
+    def _app_module(self, name: str) -> SafeNamespace:
+        """Run one of the program's own modules (restricted code, fresh globals, the
+        same builtins) on its first import and hand out a read-only namespace of its
+        top-level names, never the globals dict itself."""
+        ns = self.app_modules.get(name)
+        if ns is not None:
+            return ns
+        if name in self._loading:
+            raise ImportError(f"circular import of module {name!r}")
+        self._loading.add(name)
+        try:
+            glb = self.globals({}, self.extra)
+            glb["__name__"] = name
+            self.module_globals.append(glb)
+            exec(self.app_codes[name], glb)
+        finally:
+            self._loading.discard(name)
+        ns = SafeNamespace(name, {k: v for k, v in glb.items() if type(k) is str and not k.startswith("_")})
+        self.app_modules[name] = ns
+        return ns
+
+    def release(self) -> None:
+        """Drop every reference to the run's objects (globals of its modules, classes)."""
+        for glb in self.module_globals:
+            glb.clear()
+        self.module_globals.clear()
+        self.app_modules.clear()
+        self.classes.clear()
 
     def builtins(self, extra: dict[str, Any]) -> dict[str, Any]:
         out = dict(_BASE_BUILTINS)
@@ -272,6 +326,7 @@ class RunPolicy:
 
     def globals(self, inputs: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         """Fresh globals holding every hook RestrictedPython's output calls."""
+        self.extra = extra
         glb: dict[str, Any] = {
             "__builtins__": self.builtins(extra), "__name__": "__sandbox__", "__metaclass__": self.metaclass,
             "_getattr_": guarded_getattr, "_getitem_": guarded_getitem, "_getiter_": iter,
@@ -288,10 +343,16 @@ class CompileFailed(Exception):
     """The source was rejected by the parser or by RestrictedPython's policy."""
 
 
-def compile_source(source: str) -> types.CodeType:
-    result = compile_restricted_exec(source, filename=FILENAME)
+def compile_source(source: str, filename: str = FILENAME) -> types.CodeType:
+    """Compile under the policy; a program's own module ``m`` is ``<sandbox>/m.py``
+    (errors then name the file)."""
+    try:
+        result = compile_restricted_exec(source, filename=filename)
+    except (RecursionError, MemoryError, ValueError) as exc:  # absurd nesting, NUL bytes
+        raise CompileFailed(f"{type(exc).__name__}: {exc}") from None
     if result.errors or result.code is None:
-        raise CompileFailed("; ".join(result.errors) or "compilation failed")
+        errors = "; ".join(result.errors) or "compilation failed"
+        raise CompileFailed(errors if filename == FILENAME else f"{filename[len(FILENAME) + 1:]}: {errors}")
     return result.code
 
 

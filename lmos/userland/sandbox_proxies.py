@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _datetime
 import json as _json
+import keyword
 import math as _math
 import random as _random
 import re as _re
@@ -209,3 +210,12 @@ SHARED_MODULES: dict[str, SafeNamespace] = {
     "datetime": _datetime_namespace(),
 }
 IMPORTABLE = frozenset({*SHARED_MODULES, "random"})
+
+
+def module_name_error(name: Any) -> str | None:
+    """Why ``name`` cannot be one of a program's own modules (None if it can)."""
+    if type(name) is not str or not name.isidentifier() or not name.isascii() or name[:1] == "_":
+        return f"bad module name {name!r}: need an ASCII identifier not starting with '_'"
+    if keyword.iskeyword(name) or name in IMPORTABLE:
+        return f"module name {name!r} is reserved"
+    return None

@@ -18,8 +18,17 @@ time is bounded twice: ``ITIMER_PROF`` ends a runaway Python loop precisely
 and the soft ``RLIMIT_CPU`` kills the process with ``SIGXCPU`` when the time
 goes into one long C call (``10**10**10``).  The host enforces the wall clock.
 
-Imports: the standard library and RestrictedPython only (never torch, never
-``lmos.kernel`` or ``lmos.syscalls``).
+A request may also carry the program's own modules (``import helpers``, each
+compiled under the same policy and imported as a read-only namespace), ask for
+the ``ask``/``agent`` helpers (``sandbox_agent.py``: lmos's agent loop over this
+channel) and for ``echo`` (each ``print`` also goes out as a ``write`` syscall).
+An uncaught ``SyscallError`` is reported with its errno.
+
+Imports: the standard library and RestrictedPython.  Workers started for the
+helpers (``agent`` in the config) also load, before lock-down,
+``lmos.userland.agent`` and what it needs (``lmos.errors``, ``lmos.chatformat``,
+msgspec) under bare package stubs; never ``lmos/__init__``, torch,
+``lmos.kernel`` or ``lmos.syscalls``.  Programs never see a module.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from lmos.userland import sandbox_agent as helpers
     from lmos.userland import sandbox_policy as policy
 
 EXIT_PROTOCOL = 3  # the host sent something unreadable or went away mid-run
@@ -92,12 +102,16 @@ def _clean(text: str) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """One line: ``Type: message (line N)``, N the deepest sandbox line."""
+    """One line: ``Type: message (line N)``, N the deepest sandbox line (``helpers.py
+    line N`` when it is in one of the program's own modules)."""
     line = None
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == policy.FILENAME:
-            line = tb.tb_lineno
+        filename = tb.tb_frame.f_code.co_filename
+        if filename == policy.FILENAME:
+            line = f"line {tb.tb_lineno}"
+        elif filename.startswith(policy.FILENAME + "/"):
+            line = f"{filename[len(policy.FILENAME) + 1:]} line {tb.tb_lineno}"
         tb = tb.tb_next
     try:
         text = str(exc)
@@ -105,8 +119,17 @@ def describe(exc: BaseException) -> str:
         text = "<unprintable>"
     msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if line is not None:
-        msg += f" (line {line})"
+        msg += f" ({line})"
     return _clean(" ".join(msg.split()))[:ERROR_CHARS]
+
+
+def errno_of(exc: BaseException) -> str | None:
+    """The errno name of an uncaught sandbox ``SyscallError`` (read from the instance's
+    own dict, so no code of the program runs); the host validates it."""
+    if not isinstance(exc, policy.SyscallError):
+        return None
+    errno = vars(exc).get("errno")
+    return errno if type(errno) is str and errno.isascii() and errno.isalnum() and len(errno) <= 16 else None
 
 
 class Worker:
@@ -115,7 +138,7 @@ class Worker:
     def __init__(self, channel: Channel, config: dict[str, Any]) -> None:
         self.channel = channel
         self.config = config
-        self._codes: dict[str, Any] = {}
+        self._codes: dict[tuple[str, str], Any] = {}
         self._current: tuple[policy.RunPolicy, dict[str, Any]] | None = None
         signal.signal(signal.SIGPROF, self._on_cpu_limit)
 
@@ -129,15 +152,31 @@ class Worker:
                 os._exit(EXIT_PROTOCOL)
             self.channel.send(self.run(msg))
 
-    def _compile(self, source: str) -> Any:
-        code = self._codes.get(source)
+    def _compile(self, source: str, filename: str | None = None) -> Any:
+        filename = filename or policy.FILENAME
+        key = (filename, source)
+        code = self._codes.get(key)
         if code is None:
-            code = policy.compile_source(source)
+            code = policy.compile_source(source, filename)
             if len(source) <= CACHE_SOURCE_CHARS:  # small programs repeat (tools); big ones would hog memory
                 if len(self._codes) >= CACHE_ENTRIES:
                     self._codes.pop(next(iter(self._codes)))
-                self._codes[source] = code
+                self._codes[key] = code
         return code
+
+    def _modules(self, sources: Any) -> dict[str, Any]:
+        """Compile the program's own modules up front, so a module that breaks the
+        rules fails the run even if the program never imports it (or catches the error)."""
+        if sources is None:
+            return {}
+        if type(sources) is not dict:
+            os._exit(EXIT_PROTOCOL)
+        codes = {}
+        for name, source in sources.items():
+            if policy.module_name_error(name) is not None or type(source) is not str:
+                os._exit(EXIT_PROTOCOL)
+            codes[name] = self._compile(source, f"{policy.FILENAME}/{name}.py")
+        return codes
 
     def _arm(self, limits: dict[str, Any]) -> None:
         cpu = float(limits["cpu_seconds"])
@@ -176,34 +215,50 @@ class Worker:
 
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
         limits = req["limits"]
-        pol = policy.RunPolicy(output_limit=int(limits["output_bytes"]), seed=int(req["seed"]),
-                               abort=self.abort)
         calls = _Calls(int(limits["max_syscalls"]))
         extra = self._syscall_functions(req.get("syscalls"), calls)
+        echo = None
+        if req.get("echo"):  # printed text also goes out as the process's output, as it is printed
+            def echo(text: str) -> None:
+                self._syscall("write", {"text": text}, calls)
+        pol = policy.RunPolicy(output_limit=int(limits["output_bytes"]), seed=int(req["seed"]),
+                               abort=self.abort, echo=echo)
+        defaults = req.get("agent")
+        if type(defaults) is dict:
+            sys_call = extra["sys_call"]
+            extra.update(helpers.helpers(lambda name, args: sys_call(name, **args), defaults))
         glb = pol.globals(req.get("inputs") or {}, extra)
         error: str | None = None
+        errno: str | None = None
         recycle = False
         cpu0 = time.process_time()
         self._current = (pol, limits)
         self._arm(limits)
         try:
             try:
+                pol.app_codes = self._modules(req.get("modules"))
                 exec(self._compile(req["source"]), glb)
             except policy.CompileFailed as exc:
                 error = _clean(" ".join(f"compile error: {exc}".split()))[:ERROR_CHARS]
             except BaseException as exc:  # the program's failure is a result, whatever it raised
                 error = describe(exc)
+                errno = errno_of(exc)
                 recycle = isinstance(exc, MemoryError)
             if pol.output.exceeded:
                 error = f"output limit exceeded ({pol.output.limit} bytes)"
             elif calls.exceeded:
                 error = f"syscall limit exceeded ({calls.limit})"
-            namespace = policy.namespace_of(glb, extra, int(limits["output_bytes"]))
+            only = req.get("only")
+            if only is None:
+                namespace = policy.namespace_of(glb, extra, int(limits["output_bytes"]))
+            else:
+                namespace, bad = self._only(glb, only, int(limits["output_bytes"]))
+                error = error or bad
             # Drop every reference to the program's objects (its globals, its classes)
             # and collect now, so finalizers such as a suspended generator's ``finally``
             # run under this run's CPU timer rather than during some later run.
             glb.clear()
-            pol.classes.clear()
+            pol.release()
             gc.collect()
         except MemoryError:
             error, namespace, recycle = "MemoryError: out of memory", {}, True
@@ -217,15 +272,29 @@ class Worker:
         return {
             "op": "result", "ok": error is None, "error": error, "stdout": _clean(pol.output.getvalue()),
             "namespace": namespace, "cpu": cpu_total - cpu0, "cpu_total": cpu_total,
-            "syscall_seconds": calls.wait, "recycle": recycle,
+            "syscall_seconds": calls.wait, "recycle": recycle, "errno": errno,
         }
 
+    @staticmethod
+    def _only(glb: dict[str, Any], names: Any, budget: int) -> tuple[dict[str, Any], str | None]:
+        """Just ``names`` of the program's globals, each JSON data or an error."""
+        out: dict[str, Any] = {}
+        for name in names if type(names) is list else ():
+            if type(name) is str and name in glb:
+                try:
+                    out[name], budget = policy.to_json(glb[name], budget)
+                except (ValueError, RecursionError) as exc:
+                    return out, f"TypeError: top-level {name!r} must be JSON data: {exc}"
+        return out, None
+
     def _syscall_functions(self, names: list[str] | None, calls: _Calls) -> dict[str, Any]:
-        """``sys_call(name, **args)`` plus one keyword-only function per exposed
-        name; ``names`` None means any name (the host's callback decides)."""
+        """``sys_call(name, /, **args)`` plus one keyword-only function per exposed
+        name; ``names`` None means any name (the host's callback decides).  The
+        syscall name is positional-only, so arguments may be called anything,
+        ``name`` included: ``sys_call("tool_call", name="calc", args={...})``."""
         allowed = None if names is None else frozenset(names)
 
-        def sys_call(name: str, **args: Any) -> Any:
+        def sys_call(name: str, /, **args: Any) -> Any:
             if type(name) is not str:
                 raise TypeError("syscall name must be a str")
             if allowed is not None and name not in allowed:
@@ -271,6 +340,22 @@ class Worker:
         return reply.get("value")
 
 
+def _check(channel: Channel) -> None:
+    """Check mode (installing an app): compile each file of one request, report the
+    errors and exit.  The compiler meets untrusted source only in here."""
+    msg = channel.recv()
+    files = msg.get("files") if msg is not None else None
+    if type(files) is not dict:
+        os._exit(EXIT_PROTOCOL)
+    errors: dict[str, str] = {}
+    for rel, text in files.items():
+        try:
+            policy.compile_source(str(text), f"{policy.FILENAME}/{rel}")
+        except policy.CompileFailed as exc:
+            errors[str(rel)] = _clean(" ".join(str(exc).split()))[:ERROR_CHARS]
+    channel.send({"op": "checked", "errors": errors})
+
+
 def _claim_stdio() -> tuple[int, int]:
     """Move the protocol pipes to private fds; fds 0 and 1 become /dev/null."""
     in_fd, out_fd = os.dup(0), os.dup(1)
@@ -311,12 +396,18 @@ def main(argv: list[str]) -> None:
     config = json.loads(argv[2])
     in_fd, out_fd = _claim_stdio()
     globals()["policy"] = importlib.import_module("sandbox_policy")
+    globals()["helpers"] = importlib.import_module("sandbox_agent")
+    if config.get("agent"):  # lmos's agent loop for the ask/agent helpers, loaded while files are readable
+        helpers.load(here)
     # Modules the interpreter imports lazily (strptime; NFKC for non-ASCII identifiers): load them
     # now, while the files are still readable and openable.
     for name in ("_strptime", "unicodedata"):
         importlib.import_module(name)
     os.chdir("/")
     report = _isolate(config)
+    if config.get("check"):
+        _check(Channel(in_fd, out_fd))
+        return
     gc.freeze()  # startup objects move to a permanent generation: per-run collections stay cheap
     Worker(Channel(in_fd, out_fd), config).serve(report)
 

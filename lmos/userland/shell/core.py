@@ -14,6 +14,7 @@ their own modules (:mod:`.jobs` job control, :mod:`.info` the system's state,
 from __future__ import annotations
 
 import shlex
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,6 +46,34 @@ class Terminal(Protocol):
         """Words for tab completion."""
         ...
 
+    def set_path_lister(self, lister: Callable[[str], Awaitable[list[str]]]) -> None:
+        """How tab completion lists file-store paths that start with a word."""
+        ...
+
+    @property
+    def width(self) -> int:
+        """Columns that results (tables) are laid out in."""
+        ...
+
+    @property
+    def color(self) -> bool:
+        """Whether output may carry colour codes (it goes to a terminal)."""
+        ...
+
+    async def read_host(self, path: str, recursive: bool = False) -> list[tuple[str, bytes]]:
+        """Files from the user's host (``put``), read by the front end, never by the kernel.
+
+        ``[(rel, data)]`` where ``rel`` starts with the file's or folder's own
+        name; EFBIG past the size limits, before anything is read."""
+        ...
+
+    async def write_host(self, path: str, files: list[tuple[str, bytes]], force: bool = False) -> list[str]:
+        """Write files to the user's host (``get``) with cp semantics; the host paths written.
+
+        Refuses symlinks below the target folder and, without ``force``,
+        existing files, all before writing anything."""
+        ...
+
 
 @dataclass
 class Job:
@@ -60,13 +89,14 @@ class Done:
     pid: int
     cmd: str
     reply: Any = field(default=None)
+    num: int = 0  # the job number it had, so ``wait %N`` still finds it
 
 
 def modules() -> list[Any]:
     """The command modules, in the order ``help`` lists them."""
-    from lmos.userland.shell import files, info, jobs
+    from lmos.userland.shell import apps, files, info, jobs
 
-    return [jobs, info, files]
+    return [jobs, info, files, apps]
 
 
 def command_table() -> dict[str, Command]:
@@ -90,9 +120,17 @@ class Shell:
         self.status = 0
         self.running = True
         self.handlers: dict[str, Command] = command_table()
+        self.pending: deque[str] | None = None  # a script's lines not yet run (None: interactive)
 
     def out(self, text: str = "") -> None:
         self.term.write(text + "\n")
+
+    async def read_more(self, prompt: str) -> str | None:
+        """The next input line for a command that reads several (a here-document, an answer):
+        the script's next line when running one, else the terminal's; None at end of input."""
+        if self.pending is not None:
+            return self.pending.popleft() if self.pending else None
+        return await self.term.read_line(prompt)
 
     def err(self, text: str) -> None:
         self.term.write_err(f"lmosh: {text}\n")
@@ -100,6 +138,7 @@ class Shell:
 
     # -- main loop ------------------------------------------------------------
     async def run(self) -> int:
+        self.term.set_path_lister(self.store_paths)
         await self.refresh_names()
         while self.running:
             await self.report_done()
@@ -132,6 +171,8 @@ class Shell:
             await handler(self, args, line)
         except SyscallError as exc:
             self.err(f"{name}: {exc.errno.name}: {exc.message}")
+        except Exception as exc:  # a bug in one command must not end the session
+            self.err(f"{name}: {type(exc).__name__}: {exc}")
 
     async def refresh_names(self) -> None:
         try:
@@ -140,6 +181,17 @@ class Shell:
             self.term.set_names(apps, pids)
         except SyscallError:
             pass
+
+    async def store_paths(self, word: str) -> list[str]:
+        """File-store paths that start with ``word``, folders ending in ``/`` (for tab completion)."""
+        prefix = word if word.startswith("/") else "/" + word
+        folder = prefix.rpartition("/")[0] or "/"
+        try:
+            entries = (await self.sys.call("fs_list", path=folder)).entries
+        except SyscallError:
+            return []
+        paths = [e.path + ("/" if e.kind == "dir" else "") for e in entries]
+        return sorted(p for p in paths if p.startswith(prefix))
 
     async def shutdown(self) -> None:
         """Ctrl-D / exit: end every job and reap it, so nothing is left running."""
@@ -154,7 +206,10 @@ class Shell:
     async def report_done(self) -> None:
         from lmos.userland.shell.jobs import report_done
 
-        await report_done(self)
+        try:
+            await report_done(self)
+        except SyscallError as exc:  # the prompt comes back whatever ps or wait said
+            self.err(f"jobs: {exc.errno.name}: {exc.message}")
 
 
 def split_commands(line: str) -> list[str]:
@@ -181,7 +236,9 @@ async def shell_main(sys: Any, argv: list[str], term: Terminal, script: list[str
     sh = Shell(sys, term)
     if script is None:
         return await sh.run()
-    for line in script:
+    sh.pending = deque(script)
+    while sh.pending:
+        line = sh.pending.popleft()
         for part in split_commands(line):
             await sh.execute(part)
             if not sh.running:

@@ -1,17 +1,55 @@
-"""How the shell shows what processes return: exit statuses and results."""
+"""How the front ends show what processes return: exit statuses, errors and results.
+
+lmosh and ``lmos run`` both print an app's returned value once its stream has
+ended, through :func:`render_result`, so the two look the same.  The value is
+shaped for reading, not dumped: a list of records (dicts with the same keys,
+or mostly) becomes a table; a dict holding such lists becomes titled tables
+plus its other fields; anything else is pretty JSON, and a plain string is
+itself.  What the user already watched stream by (an agent's answer, its tool
+calls) is not printed a second time.
+
+Tables are drawn by rich into a string at the terminal's width, with colour
+only when the output is a terminal, so the same text works in a pipe.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+from lmos.errors import Errno
+
+_MAX_COLUMNS = 16  # more keys than this is not a table a person can read
+
 
 def describe(w: Any) -> str:
+    """A process's ending in a few words: ``exit 0``, ``exit 1: ENOENT: ...``, ``killed (status -9)``."""
     if w.state == "killed":
         return f"killed (status {w.exit_status})"
     if w.exit_status:
         return f"exit {w.exit_status}" + (f": {w.error}" if w.error else "")
     return "exit 0"
+
+
+def failure(app: str, w: Any) -> str:
+    """Why ``app`` failed, naming the app, the errno and the reason: ``support: ENOENT: no such file: /f``.
+
+    Apps often start their messages with their own name; it is said once, not twice."""
+    if w.state == "killed" and not w.errno:
+        return f"{app}: {w.error or 'killed'}"
+    reason = w.error or f"exit status {w.exit_status}"
+    name = ""
+    if w.errno:
+        try:
+            name = Errno(w.errno).name
+        except ValueError:
+            name = f"errno {w.errno}"
+    if name and reason.startswith(f"{name}: "):
+        reason = reason[len(name) + 2:]
+    if reason.startswith(f"{app}: "):
+        reason = reason[len(app) + 2:]
+    return f"{app}: {name}: {reason}" if name else f"{app}: {reason}"
 
 
 def to_builtins(obj: Any) -> Any:
@@ -20,9 +58,154 @@ def to_builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
 
 
-def render_result(value: Any) -> str:
+def to_json(value: Any) -> str:
+    """The raw value as one JSON document (``--json``)."""
+    return json.dumps(to_builtins(value), ensure_ascii=False, default=str)
+
+
+# -- what is left to show ---------------------------------------------------------------------------------
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_agent_record(value: Any) -> bool:
+    """The answer record of the agent loop: ``{text, calls, steps, finish_reason}`` (maybe plus more)."""
+    return (isinstance(value, dict) and isinstance(value.get("text"), str)
+            and {"steps", "finish_reason"} <= value.keys())
+
+
+def unstreamed(value: Any, streamed: str = "") -> Any:
+    """``value`` less what ``streamed`` (the text already shown) holds; None when nothing is left.
+
+    A string shown in the stream is dropped, and so is a dict's ``text``.  An agent's
+    answer record also loses its bookkeeping: its tool calls were shown as they ran,
+    ``steps`` says nothing to a reader, and ``finish_reason`` is kept only when the
+    answer was cut short."""
+    seen = _norm(streamed)
+
+    def shown(text: str) -> bool:
+        return bool(seen) and _norm(text) in seen
+
+    if isinstance(value, str):
+        return None if seen and (not value.strip() or shown(value)) else value
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    if is_agent_record(value):
+        if seen or not out.get("calls"):
+            out.pop("calls", None)
+        out.pop("steps", None)
+        if out.get("finish_reason") == "answer":
+            out.pop("finish_reason")
+        if not out["text"].strip():
+            out.pop("text")
+    if isinstance(out.get("text"), str) and shown(out["text"]):
+        out.pop("text")
+    if not out and value:
+        return None
+    return out
+
+
+# -- rendering ----------------------------------------------------------------------------------------------
+def is_records(value: Any) -> bool:
+    """A non-empty list of dicts sharing most of their keys: a table's rows."""
+    if not isinstance(value, list) or not value or not all(isinstance(r, dict) and r for r in value):
+        return False
+    keys = _columns(value)
+    if len(keys) > _MAX_COLUMNS:
+        return False
+    return all(2 * len(r) >= len(keys) for r in value)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    cols: dict[str, None] = {}
+    for r in rows:
+        cols.update(dict.fromkeys(str(k) for k in r))
+    return list(cols)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and isinstance(value.get("text"), str):
-        return str(value["text"])
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class _Canvas:
+    """A rich console that draws into a string."""
+
+    def __init__(self, width: int, color: bool) -> None:
+        from rich.console import Console
+
+        self.buf = io.StringIO()
+        self.console = Console(file=self.buf, width=max(width, 20), force_terminal=color, no_color=not color,
+                               color_system="standard" if color else None, highlight=False, markup=False,
+                               emoji=False, soft_wrap=False)
+
+    def table(self, rows: list[dict[str, Any]], title: str | None = None) -> None:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        cols = _columns(rows)
+        t = Table(*cols, title=Text(title, style="bold") if title else None, title_justify="left",
+                  box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+        for r in rows:
+            t.add_row(*(Text(_cell(r.get(c))) for c in cols))
+        self.console.print(t)
+
+    def text(self, text: str) -> None:
+        """Plain text goes in as it is: the terminal wraps it, and a pipe keeps whole lines."""
+        self.buf.write(text + "\n")
+
+    def value(self) -> str:
+        return "\n".join(ln.rstrip() for ln in self.buf.getvalue().rstrip("\n").splitlines())
+
+
+def _field(key: str, value: Any, width: int) -> str:
+    if isinstance(value, str):
+        if "\n" not in value.strip():
+            return f"{key}: {value.strip()}"
+        return f"{key}:\n" + "\n".join(f"  {ln}" for ln in value.strip("\n").splitlines())
+    if isinstance(value, list | dict) and not value:
+        return f"{key}: (none)"
+    flat = f"{key}: {_cell(value)}"
+    if len(flat) <= width:
+        return flat
+    pretty = json.dumps(value, ensure_ascii=False, indent=2, default=str)
+    return f"{key}:\n" + "\n".join(f"  {ln}" for ln in pretty.splitlines())
+
+
+def render_result(value: Any, streamed: str = "", *, width: int = 100, color: bool = False) -> str:
+    """``value`` for a reader, less what ``streamed`` already showed; "" when nothing is left to show."""
+    value = to_builtins(value)
+    view = unstreamed(value, streamed)
+    if view is None:
+        return ""
+    if isinstance(view, str):
+        return view
+    if is_records(view):
+        canvas = _Canvas(width, color)
+        canvas.table(view)
+        return canvas.value()
+    as_fields = isinstance(view, dict) and (
+        view != value or isinstance(view.get("text"), str) or any(is_records(v) for v in view.values()))
+    if not isinstance(view, dict) or not as_fields:
+        return json.dumps(view, ensure_ascii=False, indent=2, default=str)
+    canvas = _Canvas(width, color)
+    if isinstance(view.get("text"), str):
+        canvas.text(view["text"].strip())
+    after_table = False
+    for key, item in view.items():
+        if key == "text" and isinstance(item, str):
+            continue
+        table = is_records(item)
+        if canvas.buf.tell() and (table or after_table):
+            canvas.text("")  # a blank line sets each table apart
+        if table:
+            canvas.table(item, title=str(key))
+        else:
+            canvas.text(_field(str(key), item, width))
+        after_table = table
+    return canvas.value()

@@ -31,7 +31,12 @@ async def _mem(sys: Any, pid: int) -> tuple[str, str]:
 
 
 async def top(sh: Shell, args: list[str]) -> None:
-    count = int(args[args.index("-n") + 1]) if "-n" in args and args.index("-n") + 1 < len(args) else 0
+    count = 0
+    if args:
+        if len(args) != 2 or args[0] != "-n" or not args[1].isdigit():
+            sh.err("usage: top [-n N]")
+            return
+        count = int(args[1])
     last: dict[int, int] = {}
     last_t = time.monotonic()
     n = 0

@@ -3,6 +3,8 @@
 They are the tools the built-in model was trained on, so their result text is
 exactly what the training corpus showed: ``calc`` answers with
 :func:`lmos.userland.tools.calc.format_result`, ``clock`` with a UTC timestamp.
+The kv tools are thin wrappers over the ``kv_set``/``kv_get`` syscalls made as
+the calling process, so they need its ``kv`` capability and are audited.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lmos.errors import Errno, SyscallError
-from lmos.kernel.files import store
 from lmos.syscalls.tool import Tool, ToolCtx
 from lmos.userland.tools.calc import evaluate, format_result
 
@@ -30,15 +30,14 @@ async def clock(ctx: ToolCtx, args: dict[str, Any]) -> str:
 
 async def kv_set(ctx: ToolCtx, args: dict[str, Any]) -> str:
     """Remember a value across conversations (per user, persistent)."""
-    await store(ctx.kernel).kv_set(ctx.uid, args["key"], args["value"])
+    await ctx.call("kv_set", key=args["key"], value=args["value"])
     return "ok"
 
 
 async def kv_get(ctx: ToolCtx, args: dict[str, Any]) -> str:
-    value = await store(ctx.kernel).kv_get(ctx.uid, args["key"])
-    if value is None:
-        raise SyscallError(Errno.ENOENT, f"no such key: {args['key']}")
-    return value
+    """The value under a key; a missing key is the syscall's ENOENT, which the model sees."""
+    r = await ctx.call("kv_get", key=args["key"])
+    return str(r.value)
 
 
 TOOLS = [
@@ -62,11 +61,13 @@ TOOLS = [
             "required": ["key", "value"],
         },
         kv_set,
+        caps=("kv",),
     ),
     Tool(
         "kv_get",
         "Read the value stored under a key.",
         {"type": "object", "properties": {"key": KEY}, "required": ["key"]},
         kv_get,
+        caps=("kv",),
     ),
 ]

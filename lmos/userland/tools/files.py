@@ -3,9 +3,12 @@
 The fs tools are thin: each makes the matching fs syscall *as the calling
 process*, so path-scoped capabilities, confirmation of overwrites and taint
 tracking apply exactly as if the program had made the call itself.  ``search``
-ranks the files the caller may read with BM25+ (``rank_bm25``;
-plain BM25 gives words common to half the files zero weight in small collections), which needs no
-model and is good enough for FAQ- and notes-sized collections.
+does the same: it lists and reads through ``fs_list``/``fs_read``, so what it
+may see and whether reading taints the caller are the syscalls' decisions, not
+a second copy of their rules; a file it may not read is skipped.  It ranks
+passages with BM25+ (``rank_bm25``; plain BM25 gives words common to half the
+files zero weight in small collections), which needs no model and is good
+enough for FAQ- and notes-sized collections.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lmos.kernel.files import store
-from lmos.syscalls.caps import grants
+from lmos.errors import Errno, SyscallError
 from lmos.syscalls.tool import Tool, ToolCtx
 
 PATH = {"type": "string", "minLength": 1, "maxLength": 1024}
@@ -41,24 +43,52 @@ async def fs_list(ctx: ToolCtx, args: dict[str, Any]) -> str:
     return "\n".join(e.path + ("/" if e.kind == "dir" else "") for e in r.entries) or "(empty)"
 
 
+def _within(path: str, root: str) -> bool:
+    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _roots(ctx: ToolCtx, path: str) -> list[str]:
+    """Where to look under ``path``: ``path`` itself, or the narrower ``fs.read:`` scopes the caller holds.
+
+    This only chooses what to ask for; every listing and read is still the
+    syscall's decision (a root the caller may not read fails with EPERM there).
+    """
+    path = "/" + path.strip("/")  # the syscalls still normalize (and refuse `..`) themselves
+    if ctx.has(f"fs.read:{path}"):
+        return [path]
+    scopes = sorted({c.partition(":")[2] for c in ctx.caps if c.startswith("fs.read:")})
+    inside = [s for s in scopes if s and _within(s, path)]
+    return [s for s in inside if not any(o != s and _within(s, o) for o in inside)]
+
+
+async def _files_under(ctx: ToolCtx, root: str) -> list[str]:
+    try:
+        r = await ctx.call("fs_list", path=root, recursive=True)
+    except SyscallError as exc:
+        if exc.errno == Errno.ENOTDIR:
+            return [root]  # a capability scoped to one file
+        if exc.errno in (Errno.ENOENT, Errno.EPERM):
+            return []
+        raise
+    return [e.path for e in r.entries if e.kind == "file"]
+
+
 async def search(ctx: ToolCtx, args: dict[str, Any]) -> str:
     """The best-matching passages (paragraphs) of the caller's readable files."""
     from rank_bm25 import BM25Plus
 
-    fs = store(ctx.kernel)
-    files = [
-        f
-        for f in await fs.walk(ctx.uid, args.get("path") or "/")
-        if grants(ctx.proc.caps, f"fs.read:{f.path}")
-    ][:MAX_SEARCH_FILES]
+    files: dict[str, None] = {}  # ordered, without duplicates
+    for root in _roots(ctx, args.get("path") or "/"):
+        files.update(dict.fromkeys(await _files_under(ctx, root)))
     passages: list[tuple[str, str]] = []
-    for f in files:
-        data, st = await fs.read(ctx.uid, f.path)
-        if st.tainted or st.owner != ctx.uid:
-            ctx.taint()
-        for para in re.split(r"\n\s*\n", data.decode("utf-8", errors="replace")):
+    for path in list(files)[:MAX_SEARCH_FILES]:
+        try:  # fs_read taints the caller for files others (or tainted processes) wrote
+            data = str((await ctx.call("fs_read", path=path)).data)
+        except SyscallError:
+            continue  # unreadable (denied, gone meanwhile, too big, a host file that fails): skipped
+        for para in re.split(r"\n\s*\n", data):
             if para.strip():
-                passages.append((f.path, para.strip()))
+                passages.append((path, para.strip()))
     query = words(args["query"])
     if not passages or not query:
         return "no results"

@@ -12,7 +12,6 @@ from typing import Any
 
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.tool import Tool, ToolCtx
-from lmos.syscalls.types import Err
 from lmos.userland.sandbox import Limits, execute, violation
 
 
@@ -29,15 +28,15 @@ def code_tool(
 
     async def run(ctx: ToolCtx, args: dict[str, Any]) -> str:
         async def handler(call: str, payload: dict[str, Any]) -> Any:
-            res = await ctx.ctx.sys.dispatch(ctx.proc.pid, call, payload)
-            if isinstance(res, Err):
-                raise SyscallError(res.errno, res.message)
-            return res.value
+            return await ctx.call(call, **payload)
 
         r = await execute(source, limits=limits, syscalls=handler, inputs={"args": args})
         bad = violation(r)
         if bad is not None:
-            await ctx.ctx.sys.dispatch(ctx.proc.pid, "audit", {"event": "sandbox_violation", "detail": bad})
+            try:
+                await ctx.call("audit", event="sandbox_violation", detail=bad)
+            except SyscallError:
+                pass  # the audit row of the call itself is written either way
         if not r.ok:
             raise SyscallError(Errno.EIO, f"tool {name} failed: {r.error}")
         value = r.namespace.get("result")

@@ -12,13 +12,23 @@ Every marker is one special token.  The model writes what follows ``<|assistant|
 up to and including ``<|end|>``; the newline after ``<|end|>`` belongs to the
 framing, which the agent loop (not the model) appends.  This module is the one
 place that knows the format: the corpus writer, the loss mask, the tokenizer's
-chat template and the evaluators all go through it, so they cannot drift apart.
+chat template, the evaluators (``lmos.train``) and the agent loop
+(``lmos.userland.agent``) all go through it, so training and inference cannot
+drift apart.  It sits at the bottom of the import graph beside ``lmos.errors``
+and imports nothing heavy, so any layer may use it.
+
+Calls of chat-template models (Qwen2/Hermes ``<tool_call>{json}</tool_call>``)
+are parsed here too (:func:`parse_template_call`), with the same validation and
+error messages as lmos calls.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+from lmos.errors import Errno, SyscallError
 
 SYSTEM = "<|system|>"
 USER = "<|user|>"
@@ -34,6 +44,11 @@ SPECIAL_TOKENS = [PAD, BOS, SYSTEM, USER, ASSISTANT, TOOL, CALL, END]
 DEFAULT_SYSTEM_PROMPT = "You are lmos, a helpful assistant with tools."
 
 Message = dict[str, Any]
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+
+
+class MalformedCall(ValueError):
+    """A model's turn looks like a tool call but cannot be parsed (the agent reports it back)."""
 
 # The Jinja template shipped in tokenizer_config.json.  It produces exactly what
 # :func:`render` produces (a test checks this), so ``apply_chat_template`` and the
@@ -90,7 +105,9 @@ def segments(messages: list[Message]) -> list[tuple[str, bool]]:
     """
     out: list[tuple[str, bool]] = []
     for m in messages:
-        role = m["role"]
+        role = m.get("role", "user")
+        if role not in ROLE_MARKERS:
+            raise SyscallError(Errno.EINVAL, f"unknown chat role {role!r}")
         if role == "assistant":
             out.append((ASSISTANT, False))
             out.append((assistant_text(m) + END, True))
@@ -109,21 +126,53 @@ def render(messages: list[Message], add_generation_prompt: bool = False) -> str:
 def parse_call(text: str) -> tuple[str, dict[str, Any]] | None:
     """Parse a generated assistant turn; return (tool, args) if it is a well-formed call.
 
-    Returns None for a plain answer; raises ValueError for text that starts like a
-    call but is not valid JSON of the right shape, so callers can report it.
+    Returns None for a plain answer; raises :class:`MalformedCall` (a ValueError)
+    for text that starts like a call but is not valid JSON of the right shape, so
+    callers can report it (the agent loop shows the message to the model).
     """
     text = text.strip()
     if text.endswith(END):
         text = text[: -len(END)]
     if not text.startswith(CALL):
         return None
-    payload = json.loads(text[len(CALL) :])
-    if not isinstance(payload, dict) or not isinstance(payload.get("tool"), str):
-        raise ValueError("a call must be a JSON object with a string 'tool'")
-    args = payload.get("args", {})
+    return call_json(text[len(CALL) :], "tool", "args")
+
+
+def parse_template_call(text: str) -> tuple[str, dict[str, Any]] | None:
+    """(tool, args) of a ``<tool_call>{...}</tool_call>`` turn (Qwen2/Hermes chat templates)."""
+    m = _TOOL_CALL.search(text)
+    if m is None:
+        return None
+    return call_json(m.group(1), "name", "arguments")
+
+
+def call_json(raw: str, name_key: str, args_key: str) -> tuple[str, dict[str, Any]]:
+    """Validate the JSON body of a call: an object with a string ``name_key`` and object ``args_key``.
+
+    Some models emit the arguments as a JSON *string*; that is accepted too.
+    """
+    try:
+        payload = json.loads(raw.strip())
+    except json.JSONDecodeError as exc:
+        raise MalformedCall(f"malformed tool call (invalid JSON: {exc.msg})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get(name_key), str):
+        raise MalformedCall(f"malformed tool call (needs a string {name_key!r})")
+    args = payload.get(args_key, {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            raise MalformedCall(f"malformed tool call ({args_key!r} is not JSON)") from None
     if not isinstance(args, dict):
-        raise ValueError("a call's 'args' must be a JSON object")
-    return payload["tool"], args
+        raise MalformedCall(f"malformed tool call ({args_key!r} must be an object)")
+    return payload[name_key], args
+
+
+def answer_text(text: str) -> str:
+    """A final answer without end markers (lmos's and common template models')."""
+    for marker in (END, "<|im_end|>", "</s>", "<|eot_id|>"):
+        text = text.replace(marker, "")
+    return text.strip()
 
 
 def call_message(tool: str, args: dict[str, Any]) -> Message:

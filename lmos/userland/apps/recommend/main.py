@@ -1,0 +1,74 @@
+"""recommend: rank catalogue items for a user profile, then let the model pitch the top ones.
+
+Usage: recommend [--catalogue PATH] [--top N] PROFILE...
+
+Ranking is BM25+ (bm25.py) of the profile against each item's title, tags and
+description: deterministic, explainable, and cheap for thousands of items.
+The model only writes the explanation, so a small model cannot reorder or
+invent items.  The catalogue is a file in the user's tree (default
+/recommend/catalogue.jsonl), one JSON object per line ({"id", "title",
+"description", "tags"}) or plain `title: text` lines.
+Returns {"ranking": [{id, title, score}], "text": the pitch}.
+"""
+
+import json
+
+import bm25
+
+CATALOGUE = "/recommend/catalogue.jsonl"
+
+
+def parse_catalogue(text):
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SyscallError("EINVAL", "catalogue line " + str(n) + ": " + exc.msg) from None
+            if not isinstance(item, dict) or "title" not in item:
+                raise SyscallError("EINVAL", "catalogue line " + str(n) + ": an item needs a title")
+        else:
+            title, _, desc = line.partition(":")
+            item = {"title": title.strip(), "description": desc.strip()}
+        item.setdefault("id", str(len(items) + 1))
+        items.append(item)
+    return items
+
+
+def rank(items, profile):
+    docs = [bm25.words(i["title"] + " " + " ".join(i.get("tags") or []) + " " + i.get("description", ""))
+            or [""] for i in items]
+    s = bm25.scores(docs, bm25.words(profile))
+    order = sorted(range(len(items)), key=lambda i: (-s[i], i))
+    return [(s[i], items[i]) for i in order]
+
+
+args, path, top = list(argv), CATALOGUE, 3
+while args and args[0].startswith("--"):
+    flag = args.pop(0)
+    if not args:
+        raise SyscallError("EINVAL", flag + " needs a value")
+    value = args.pop(0)
+    if flag == "--catalogue":
+        path = value
+    elif flag == "--top" and value.isdigit() and int(value) > 0:
+        top = int(value)
+    else:
+        raise SyscallError("EINVAL", "bad option " + flag + " " + value)
+profile = " ".join(args).strip()
+if not profile:
+    raise SyscallError("EINVAL", "describe the user, e.g. `recommend likes hiking, budget`")
+items = parse_catalogue(fs_read(path=path)["data"])
+if not items:
+    raise SyscallError("ENODATA", path + " has no items")
+ranked = rank(items, profile)[:top]
+listing = "\n".join("- " + i["title"] + ": " + i.get("description", "") for _, i in ranked)
+text = ask([{"role": "system", "content": manifest["system"]},
+            {"role": "user", "content": "Customer: " + profile + "\nItems:\n" + listing}],
+           max_tokens=96, temperature=0.0)
+result = {"ranking": [{"id": i["id"], "title": i["title"], "score": round(s, 4)} for s, i in ranked],
+          "text": text}
