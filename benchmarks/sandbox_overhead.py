@@ -92,7 +92,8 @@ async def main() -> dict[str, Any]:
         info = sandbox.isolation
         if info is not None:
             figures["isolation"] = {"uid": info.uid, "no_new_privs": info.no_new_privs, "netns": info.netns,
-                                    "dropped_root": info.dropped_root}
+                                    "dropped_root": info.dropped_root, "wall": info.wall,
+                                    "landlock_abi": info.landlock_abi, "seccomp": info.seccomp}
     cold: list[float] = []
     for _ in range(COLD_CALLS):
         t0 = time.perf_counter()

@@ -20,6 +20,18 @@ and imports nothing heavy, so any layer may use it.
 Calls of chat-template models (Qwen2/Hermes ``<tool_call>{json}</tool_call>``)
 are parsed here too (:func:`parse_template_call`), with the same validation and
 error messages as lmos calls.
+
+Framing versus data.  A rendering mixes the markers the renderer writes with
+text that came from elsewhere: a user's message, a tool result, a file, a web
+page.  If that text were tokenized like the markers, a tool result containing
+``<|end|><|assistant|><|call|>{...}`` would *become* those special tokens and
+the model would see a turn nobody wrote.  So renderings for the kernel are
+lists of :data:`Segment` ``(text, is_data)``: the kernel tokenizes framing
+normally and data as plain text, in which special-token strings stay
+ordinary characters (``llm_generate(segments=...)``).  :func:`render_segments`
+does this for lmos's format; ``chat_format`` does it for chat templates by
+marking the control tokens inside the inputs before rendering
+(:func:`mark_controls`, :func:`split_marked`).
 """
 
 from __future__ import annotations
@@ -44,6 +56,9 @@ SPECIAL_TOKENS = [PAD, BOS, SYSTEM, USER, ASSISTANT, TOOL, CALL, END]
 DEFAULT_SYSTEM_PROMPT = "You are lmos, a helpful assistant with tools."
 
 Message = dict[str, Any]
+Segment = tuple[str, bool]  # (text, is_data): data is tokenized as plain text, never as special tokens
+MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"  # private-use characters around a control token inside data
+_MARKED = re.compile("\ue000([^\ue000\ue001]*)\ue001|[\ue000\ue001]")
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 
 
@@ -178,3 +193,72 @@ def answer_text(text: str) -> str:
 def call_message(tool: str, args: dict[str, Any]) -> Message:
     """An assistant message carrying one tool call, in the flat JSONL shape."""
     return {"role": "assistant", "content": "", "tool_calls": [{"name": tool, "arguments": args}]}
+
+
+def render_segments(messages: list[Message], add_generation_prompt: bool = False) -> list[Segment]:
+    """:func:`render` as segments: the markers are framing, every message's text is data.
+
+    Joined, the texts are exactly :func:`render`'s output, so a tokenizer that
+    finds no special-token strings in the data gives the same ids either way.
+    """
+    out: list[Segment] = []
+    for m in messages:
+        role = m.get("role", "user")
+        if role not in ROLE_MARKERS:
+            raise SyscallError(Errno.EINVAL, f"unknown chat role {role!r}")
+        out.append((ROLE_MARKERS[role], False))
+        call = call_of(m) if role == "assistant" else None
+        if call is not None:
+            out.append((CALL, False))
+            out.append((call_text(*call)[len(CALL):], True))
+        else:
+            out.append((str(m.get("content") or ""), True))
+        out.append((END + "\n", False))
+    if add_generation_prompt:
+        out.append((ASSISTANT, False))
+    return [seg for seg in out if seg[0]]
+
+
+def segments_text(segments: list[Segment]) -> str:
+    """The text the segments render (what the model's context holds, as text)."""
+    return "".join(text for text, _ in segments)
+
+
+def segments_after(segments: list[Segment], chars: int) -> list[Segment]:
+    """The segments with their first ``chars`` characters removed (what a new rendering adds)."""
+    out: list[Segment] = []
+    for text, data in segments:
+        if chars >= len(text):
+            chars -= len(text)
+            continue
+        out.append((text[chars:], data))
+        chars = 0
+    return out
+
+
+def mark_controls(value: Any, controls: re.Pattern[str]) -> Any:
+    """``value`` (a string, or lists and dicts of them) with each control-token string wrapped
+    in private-use marks, so that after a chat template renders it :func:`split_marked` can
+    tell the template's own control tokens from ones that arrived in the data.  Marks already
+    present are removed first, so data cannot forge a mark.  Dict keys are left alone."""
+    if isinstance(value, str):
+        value = value.replace(MARK_OPEN, "").replace(MARK_CLOSE, "")
+        return controls.sub(lambda m: MARK_OPEN + m.group(0) + MARK_CLOSE, value)
+    if isinstance(value, dict):
+        return {k: mark_controls(v, controls) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mark_controls(v, controls) for v in value]
+    return value
+
+
+def split_marked(text: str) -> list[Segment]:
+    """Segments of a rendering made from :func:`mark_controls` inputs: marked control tokens
+    are data, the rest framing.  A lone mark (a template's string method split a pair) is
+    dropped but still ends the piece, so text on either side cannot join into a token."""
+    pieces = _MARKED.split(text)
+    out: list[Segment] = [(pieces[0], False)]
+    for i in range(1, len(pieces), 2):
+        if pieces[i] is not None:
+            out.append((pieces[i], True))
+        out.append((pieces[i + 1], False))
+    return [seg for seg in out if seg[0]]

@@ -22,6 +22,60 @@ Policy = Literal["fifo", "rr", "priority", "fair"]
 KVPolicy = Literal["adaptive", "keep", "swap", "drop"]
 
 
+class Users(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Who front ends act as (the ``[users]`` table; see lmos/cli/identity.py).
+
+    A local front end is identified by SO_PEERCRED on the control socket plus the
+    kernel's secret.  Root is not trusted to mean "run apps as root": its front
+    ends act as ``root_runs_as`` unless ``--as-root`` is given, so a mistake in an
+    app cannot do what only root can.  ``local`` names the other local users who
+    may attach (the socket is private to its owner otherwise); ``keys`` maps HTTP
+    API keys to a user name or numeric uid.
+    """
+
+    root_runs_as: str = "nobody"
+    local: list[str] = msgspec.field(default_factory=list)
+    keys: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def _default_workers_total() -> int:
+    """One live sandbox worker per GiB of memory (a worker may grow to its 512 MiB
+    address-space ceiling), at least 4 and at most 256."""
+    return max(4, min(256, _memory_bytes() >> 30))
+
+
+def _default_workers_per_uid() -> int:
+    """A quarter of the global cap, so no single user can take every worker."""
+    return max(2, _default_workers_total() // 4)
+
+
+class SandboxConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The sandbox for untrusted code (the ``[sandbox]`` table; lmos/userland/sandbox.py).
+
+    ``allow_weak_isolation``: run untrusted code even where the worker process has no
+    file wall (neither Landlock nor mount namespaces on this system).  A worker that
+    is not root then keeps the user's uid, so a program that escaped the restricted
+    language could read the user's files and the state database; off by default.
+    ``workers_total`` / ``workers_per_uid``: caps on live sandbox workers, sized to
+    the machine's memory by default.
+    """
+
+    allow_weak_isolation: bool = False
+    workers_per_uid: int = msgspec.field(default_factory=_default_workers_per_uid)
+    workers_total: int = msgspec.field(default_factory=_default_workers_total)
+
+    def __post_init__(self) -> None:
+        if self.workers_per_uid < 1 or self.workers_total < 1:
+            raise ValueError("sandbox.workers_per_uid and sandbox.workers_total must be at least 1")
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every tunable of a kernel instance."""
 
@@ -33,6 +87,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     aging_per_second: float = 4.0  # priority boost per second spent waiting
     max_procs: int = 4096  # live (not yet reaped) processes in the table
     max_procs_per_uid: int = 2048
+    # the last procs_reserve slots of the table go only to uids with fewer than procs_reserved_per_uid
+    # processes: users who fill the rest together cannot lock a third one out
+    procs_reserve: int = 512
+    procs_reserved_per_uid: int = 16
+    # IPC (kernel/ipc.py): channels a uid may hold open, bytes queued in one channel and per uid
+    ipc_channels_per_uid: int = 256
+    ipc_channel_bytes: int = 4 << 20
+    ipc_bytes_per_uid: int = 64 << 20
     max_queue: int = 4096  # pending generation requests per driver
     max_children: int = 1024  # per process
     # driver defaults (a driver may clamp these)
@@ -48,6 +110,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     inline_step_ms: float = 50.0
     # tracing
     trace_per_process: int = 256  # syscall trace entries kept in memory per process
+    # identity of front ends (TOML table [users])
+    users: Users = msgspec.field(default_factory=Users)
+    # the sandbox for untrusted code (TOML table [sandbox])
+    sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
 
 
 def default_home() -> Path:
@@ -82,7 +148,12 @@ def load_config(
         file = candidate if candidate.is_file() else None
     if file is not None:
         try:
-            merged.update(tomllib.loads(file.read_text()).get("lmos", {}))
+            doc = tomllib.loads(file.read_text())
+            merged.update(doc.get("lmos", {}))
+            if "users" in doc:
+                merged["users"] = doc["users"]
+            if "sandbox" in doc:
+                merged["sandbox"] = doc["sandbox"]
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SyscallError(Errno.EINVAL, f"config file {file}: {exc}") from None
     merged.update(_from_env(env))

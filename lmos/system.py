@@ -1,6 +1,12 @@
 """``lmos.Kernel``: boot, wire and embed the whole system.
 
-The facade is the host side of the system, acting as init (pid 1, uid 0).
+The facade is the host side of the system, acting as init (pid 1).  Init acts
+as the host program's user, and so do the processes it starts unless ``uid=``
+names another: the embedder's uid (``os.getuid()``), or ``users.root_runs_as``
+(default nobody) when that is root, unless the kernel was made with
+``as_root=True`` (see :func:`lmos.kernel.identity.resolve_host_uid`).  Init's
+kernel powers (spawn as any uid, see and signal every process, operator
+actions) come from being pid 1, not from uid 0.
 Everything it does goes through the same syscall dispatch as any program:
 ``complete`` spawns a process running the ``llm.complete`` program and waits
 for it, so embedding users get scheduling, quotas, tracing and audit for free.
@@ -29,6 +35,7 @@ from lmos.config import Config, default_home, load_config
 from lmos.drivers.base import Driver
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.events import Event
+from lmos.kernel.identity import resolve_host_uid
 from lmos.kernel.journal import Journal
 from lmos.kernel.kernel import INIT_PID, KernelCore
 from lmos.kernel.process import Signal
@@ -37,6 +44,7 @@ from lmos.syscalls import tool as _tool
 from lmos.syscalls.client import Sys
 from lmos.syscalls.table import AppSpec, ProgramRegistry, Syscalls
 from lmos.syscalls.types import ProcInfo, Usage, WaitReply
+from lmos.userland import sandbox as _sandbox
 from lmos.userland.coreutils import APPS as COREUTILS
 from lmos.userland.tools import builtin_tools, load_entry_points
 
@@ -101,13 +109,14 @@ class Kernel:
                  state_dir: str | None = None,
                  config: Config | None = None, model_name: str = "default",
                  confirm: _confirm.ConfirmPolicy | None = None, plugins: bool = True,
-                 **settings: Any) -> None:
+                 as_root: bool = False, **settings: Any) -> None:
         if config is None:
             config = load_config(policy=policy, state_dir=state_dir, **settings)
         else:
             given = dict(policy=policy, state_dir=state_dir, **settings)
             config = msgspec.structs.replace(config, **{k: v for k, v in given.items() if v is not None})
         self.config = config
+        self.as_root = as_root  # a root host's processes run as root, not users.root_runs_as
         self._model = model
         self._model_name = model_name
         self._tg: TaskGroup | None = None
@@ -131,8 +140,10 @@ class Kernel:
     async def __aenter__(self) -> Kernel:
         state_dir = self.config.state_dir or str(default_home())
         journal = Journal.open(state_dir)
+        _sandbox.configure(self.config.sandbox)  # [sandbox]: weak isolation allowed? worker caps
         try:
-            core = KernelCore(self.config, journal)
+            uid = resolve_host_uid(self.config, as_root=self.as_root)
+            core = KernelCore(self.config, journal, host_uid=uid)
             self.sys = Syscalls(core, self.programs, trace_len=self.config.trace_per_process,
                                 tools=self.tools, confirm_policy=self.confirm)
             _open_app_store(self.sys)
@@ -271,7 +282,11 @@ class Kernel:
     async def spawn(self, app: str | Main, argv: list[str] | None = None, *, model: str | None = None,
                     caps: list[str] | None = None, priority: int = 0, weight: float = 1.0,
                     token_quota: int | None = None, uid: int | None = None) -> int:
-        """Start an app by name, or a Python coroutine function ``main(sys, argv)``, as a process."""
+        """Start an app by name, or a Python coroutine function ``main(sys, argv)``, as a process.
+
+        It is a child of init and runs as ``uid``; without one, as the host's user
+        (:attr:`KernelCore.host_uid`: never root unless ``as_root=True``).
+        """
         temp = None
         if callable(app):
             # A Python callable becomes a one-off app: registered for this spawn only.

@@ -6,7 +6,6 @@ Apps are small folders made in tmp_path: a sandboxed code app (``result =
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,8 @@ async def test_install_list_show_run_remove(tmp_path: Path) -> None:
         info = await k.syscall("app_info", name="hello")
         assert info.origin == "installed" and info.kind == "code" and info.files == {
             "app.toml": len(code_app()["app.toml"]), "main.py": 14}
-        assert info.installed_by == os.getuid() and info.installed_at > 0 and not info.trusted
+        assert k.core is not None  # init installs as the host's user (root's apps run as users.root_runs_as)
+        assert info.installed_by == k.core.host_uid and info.installed_at > 0 and not info.trusted
         assert await run(k, "hello", "a", "b") == ["a", "b"]
         r = await k.syscall("app_remove", name="hello")
         assert (r.name, r.version, r.running) == ("hello", "1.0", [])
@@ -160,7 +160,7 @@ async def test_only_the_operator_installs(tmp_path: Path) -> None:
         assert "operator" in errors["app_install"].message
         # an app run by the operator holds no app.install capability: it cannot install, nor read the host
         errors.clear()
-        await k.wait(await k.spawn(stranger, caps=["llm", "spawn"]))
+        await k.wait(await k.spawn(stranger, caps=["llm", "spawn"], uid=k.core.operator_uid))
         for call in ("app_install", "app_inspect"):
             assert errors[call].errno == Errno.EPERM and "app.install" in errors[call].message
         assert await installed(k) == {}

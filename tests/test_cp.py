@@ -219,7 +219,10 @@ def test_write_tree_never_leaves_the_target_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_mount_from_the_command_line(state: Path, tmp_path: Path) -> None:
+def test_mount_from_the_command_line(state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pytest's folders are root's own (0700): on a root host the front ends act as nobody unless told
+    # otherwise, and nobody cannot read them (tests/test_kerneld.py checks that refusal)
+    monkeypatch.setenv("LMOS_AS_ROOT", "1")
     host = tmp_path / "faq"
     host.mkdir()
     (host / "faq.md").write_text("Q: hours?\nA: 9-5.\n")

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from lmos.errors import Errno, SyscallError
-from lmos.userland.sandbox import Limits, Result, Sandbox, _Run, _Worker, execute
+from lmos.userland.sandbox import Extras, Limits, Result, Sandbox, _Run, _Worker, execute, violation
 
 pytestmark = pytest.mark.anyio
 FAST = Limits(cpu_seconds=2, wall_seconds=5, memory_bytes=256 << 20, output_bytes=1 << 16, max_syscalls=8)
@@ -192,6 +192,7 @@ async def test_worker_is_isolated() -> None:
     async with Sandbox(size=1, limits=FAST) as sb:
         info = sb.isolation
         assert info is not None and info.no_new_privs
+        assert info.wall in ("landlock", "mountns", "none") and info.weak == (info.wall == "none")
         proc = Path(f"/proc/{info.pid}")
         status = proc.joinpath("status").read_text()
         assert "NoNewPrivs:\t1" in status
@@ -247,3 +248,45 @@ async def test_host_survives_a_hostile_worker(kind: str) -> None:
                 "silent": "wall-clock limit exceeded", "stops_reading": "wall-clock limit exceeded"}[kind]
     assert result.error is not None and expected in result.error
     assert process.returncode is not None  # killed and reaped
+
+
+async def test_dates_format_and_parse_but_time_stays_out_of_reach() -> None:
+    """datetime's C code imports ``time`` and ``_strptime`` for itself; the program still cannot."""
+    src = (
+        "import datetime\n"
+        "d = datetime.datetime(2024, 2, 29, 13, 5)\n"
+        "a = d.strftime('%Y-%m-%d %H:%M %A')\n"
+        "b = f'{d:%d/%m/%y}' + format(d.date(), ' %j')\n"
+        "c = datetime.datetime.strptime('2024-03-01 07:08', '%Y-%m-%d %H:%M').isoformat()\n"
+        "t = list(d.timetuple())[:6]\n"
+    )
+    res = await execute(src, limits=FAST)
+    assert res.ok, res.error
+    assert res.namespace == {"a": "2024-02-29 13:05 Thursday", "b": "29/02/24 060",
+                             "c": "2024-03-01T07:08:00", "t": [2024, 2, 29, 13, 5, 0]}
+    for attempt in ("import time", "from time import sleep", "import _strptime", "import time as t"):
+        bad = await execute(attempt, limits=FAST)
+        assert violation(bad), (attempt, bad.error)
+
+
+async def test_lone_surrogates_never_lose_the_result() -> None:
+    """A str that is not Unicode text (``chr(0xD800)``) cannot cross the wire as JSON: it is
+    refused where it is made into a result or a syscall, and the rest of the run comes back."""
+    seen: list[dict[str, Any]] = []
+
+    async def handler(name: str, args: dict[str, Any]) -> Any:
+        seen.append(args)
+        return "ok"
+
+    src = ("bad = chr(0xD800)\nkeyed = {chr(0xDC00): 1}\nnested = [1, {'k': 'a' + chr(0xD800)}]\n"
+           "good = 'caf\u00e9'\n"
+           "try:\n    sys_call('echo', text=bad)\nexcept TypeError as e:\n    arg_error = str(e)\n"
+           "try:\n    sys_call(bad)\nexcept SyscallError as e:\n    name_error = e.errno\n"
+           "print('printed', bad)\n")
+    res = await execute(src, limits=FAST, syscalls=handler)
+    assert res.ok, res.error
+    assert res.namespace == {"good": "caf\u00e9", "arg_error": "syscall arguments must be JSON values "
+                             "(str with a lone surrogate is not text)", "name_error": "ENOSYS"}
+    assert res.stdout.startswith("printed ") and seen == []
+    only = await execute("result = chr(0xD800)", limits=FAST, extras=Extras(only=["result"]))
+    assert not only.ok and only.error is not None and "lone surrogate" in only.error

@@ -101,7 +101,8 @@ async def test_bad_requests_are_json_4xx(srv: Server) -> None:
         ("POST", "/v1/completions", json.dumps({"prompt": "x", "model": "gpt-4"}).encode(), 404, "ENOENT"),
     ]
     for method, path, body, status, errno in cases:
-        r = await srv.http.request(method, path, content=body)
+        headers = {"content-type": "application/json"} if body else {}
+        r = await srv.http.request(method, path, content=body, headers=headers)
         assert r.status_code == status, (path, body, r.text)
         err = r.json()["error"]
         assert err["errno"] == errno and err["message"], (path, err)
@@ -202,7 +203,8 @@ def test_lmos_serve_command(tmp_path: Any) -> None:
         url = f"http://127.0.0.1:{port}/v1/complete"
         r = httpx.post(url, json={"prompt": "x", "max_tokens": 5}, timeout=10)
         assert r.status_code == 200 and r.json()["text"] == "hello"
-        taken = subprocess.run([*cmd[:-2], "--port", str(port), "--state-dir", ":memory:"],
+        # a second `lmos serve` attaches to the same kernel, which finds the port taken
+        taken = subprocess.run([*cmd[:-4], "--port", str(port), "--state-dir", str(tmp_path / "state")],
                                capture_output=True, text=True, env=env, timeout=60)
         assert taken.returncode == 1
         assert taken.stderr.strip().count("\n") == 0 and "EBUSY" in taken.stderr, taken.stderr
@@ -233,3 +235,38 @@ async def test_concurrent_clients(srv: Server) -> None:
     want = {i: f"plain-{i:02d}" for i in range(16)} | {100 + i: f"strm-{i:02d}" for i in range(16)}
     assert results == want
     assert not [p for p in await srv.k.ps() if p.app == "llm.complete"]
+
+
+async def test_the_openai_sdk_works_against_it(srv: Server) -> None:
+    """The official client (when installed): Host, content type, keys and SSE as it sends and reads them."""
+    openai = pytest.importorskip("openai")
+    base = f"{srv.http.base_url}".rstrip("/") + "/v1"
+
+    def use_sdk() -> tuple[str, str, str, list[str]]:
+        c = openai.OpenAI(base_url=base, api_key="unused-without-keys")
+        models = [m.id for m in c.models.list().data]
+        done = c.completions.create(model="default", prompt="hello world", max_tokens=5, temperature=0)
+        streamed = "".join(ch.choices[0].text for ch in c.completions.create(
+            model="default", prompt="hello world", max_tokens=5, stream=True) if ch.choices)
+        msgs: Any = [{"role": "user", "content": "hi"}]
+        chat = c.chat.completions.create(model="default", messages=msgs, max_tokens=20)
+        chunks = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model="default", messages=msgs, max_tokens=20, stream=True) if ch.choices)
+        assert chunks == chat.choices[0].message.content
+        return done.choices[0].text, streamed, chat.choices[0].message.role, models
+
+    text, streamed, role, models = await anyio.to_thread.run_sync(use_sdk)
+    assert text == streamed == "hello" and role == "assistant" and models == ["default"]
+
+
+async def test_lmos_serve_refuses_to_expose_without_a_key(tmp_path: Any) -> None:
+    """A non-loopback --host with no API key: one line, EPERM, exit 1 (``--insecure`` overrides)."""
+    import os
+    import sys
+
+    env = {**os.environ, "LMOS_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "lmos.cli", "serve", "--model", "scripted:hello", "--port", "0",
+           "--host", "0.0.0.0", "--state-dir", str(tmp_path / "state")]
+    r = await anyio.run_process(cmd, env=env, check=False)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and err.count("\n") == 1 and "EPERM" in err and "--insecure" in err, err

@@ -164,7 +164,8 @@ def test_lmos_ps_and_kill_reach_a_running_kernel(tmp_path: Path) -> None:
         pid = sh.match.group(1)
         sh.expect(PROMPT)
         r = run_cli("ps", "--state-dir", str(tmp_path))
-        assert r.returncode == 0 and re.search(rf"{pid}\s+\d+\s+blocked\s+0\s+sleep", r.stdout), r
+        # PID PPID UID STATE GEN APP
+        assert r.returncode == 0 and re.search(rf"{pid}\s+\d+\s+\d+\s+blocked\s+0\s+sleep", r.stdout), r
         r = run_cli("kill", pid, "--signal", "KILL", "--state-dir", str(tmp_path))
         assert r.returncode == 0, r
         r = run_cli("kill", "99999", "--state-dir", str(tmp_path))
@@ -192,7 +193,7 @@ def test_confirmation_is_asked_inline(tmp_path: Path) -> None:
         sh.sendline("write /notes.txt first")
         sh.expect(PROMPT)
         sh.sendline("write /notes.txt second")  # an overwrite: irreversible, so it asks
-        sh.expect(r"wants to overwrite /notes.txt\. Allow\? \[y/N\]")
+        sh.expect(r'wants to overwrite "/notes.txt".*Allow\? \[y/N\]')
         sh.sendline("n")
         sh.expect("ECANCELED")
         sh.expect(PROMPT)
@@ -227,14 +228,15 @@ def test_builtin_model_answers_a_calc_question_with_a_tool_call(tmp_path: Path) 
 
 def test_top_apps_models_mem(tmp_path: Path) -> None:
     r = run_cli("--model", "scripted", "--state-dir", str(tmp_path), "-c",
-                "run generate --max-tokens 3 hello &; run sleep 0.3 &; top -n 1; apps; models; mem 1; "
+                "run generate --max-tokens 3 hello &; run sleep 0.3 &; top -n 1; apps; models; mem %2; "
                 "kill %2", entry=ENTRY)
     out = r.stdout
     assert re.search(r"PID\s+STATE\s+TOK/S\s+GEN\s+KV\s+PAGES\s+APP", out), out
     assert re.search(r"\d+\s+\w+\s+[\d.]+\s+\d+\s+\S+\s+\S+\s+sleep", out), out
     assert "assistant" in out and "calc-agent" in out and "team" in out
     assert re.search(r"default\s+scripted\s+window \d+ tokens", out)
-    assert '"pid": 1' in out or '"pid":1' in out  # mem_stat of init, as JSON
+    # mem: a readable table, not JSON
+    assert re.search(r"^process \d+: no context memory .*\nKV cache: none$", out, re.M), out
 
 
 HEADS = ["Acme beats estimates", "Bank shares plunge"]
@@ -352,12 +354,12 @@ def test_help_lists_every_command_and_bad_input_never_ends_the_shell(tmp_path: P
 
 
 def completions(comp: ShellCompleter, text: str) -> list[str]:
-    """The word under the cursor as each completion would leave it."""
+    """The word under the cursor as each completion would leave it (less the space Tab types after it)."""
     async def collect() -> list[str]:
         doc = Document(text, len(text))
         done = [text[:len(text) + c.start_position] + c.text
                 async for c in comp.get_completions_async(doc, CompleteEvent())]
-        return [d.rpartition(" ")[2] for d in done]
+        return [d.rstrip(" ").rpartition(" ")[2] for d in done]
 
     return anyio.run(collect)
 
@@ -377,7 +379,7 @@ def test_tab_completion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     (tmp_path / "myapp").mkdir()
     (tmp_path / "myapp" / "app.toml").write_text("")
     monkeypatch.chdir(tmp_path)
-    assert completions(comp, "run ./my") == ["./myapp"]  # a host folder holding an app
+    assert completions(comp, "run ./my") == ["./myapp/"]  # a host folder holding an app
     assert completions(comp, "run ./myapp/") == ["./myapp/app.toml"]
 
     async def store(word: str) -> list[str]:
@@ -387,9 +389,9 @@ def test_tab_completion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert completions(comp, "cat /su") == ["/support/"]
     assert completions(comp, "ls ") == ["/support/", "/notes.txt"]
     assert completions(comp, "get -r /su") == ["/support/"]  # options do not count as arguments
-    assert completions(comp, "get -r /support ./my") == ["./myapp"]  # get's second argument: the host
+    assert completions(comp, "get -r /support ./my") == ["./myapp/"]  # get's second argument: the host
     assert completions(comp, "put ./myapp/app.toml /n") == ["/notes.txt"]
-    assert completions(comp, "install --force ./my") == ["./myapp"]
+    assert completions(comp, "install --force ./my") == ["./myapp/"]
     assert completions(comp, "uninstall su") == ["support"]
     assert completions(comp, "ps; run --json su") == ["support"]
     assert completions(comp, "run echo s") == []

@@ -388,7 +388,7 @@ async def test_sandboxed_user_tool(tmp_path: Path) -> None:
             k,
             ["tool:shout", "fs.read:/a.txt"],
             [("shout", {"path": "/a.txt"}), ("shout", {"path": "/b.txt"})],
-            uid=0,
+            uid=k.core.host_uid,  # init writes as the host user
         )
         assert out[0] == "QUIET"
         assert out[1].startswith("EIO") and "fs.read:/b.txt" in out[1]

@@ -3,7 +3,8 @@
 Usage: pipeline ITEM...                   (the coordinator)
        pipeline --worker IN OUT           (the worker; the coordinator spawns it)
 
-The coordinator opens two channels named after its pid, spawns a copy of
+The coordinator opens two private channels (the kernel names them, and only
+it and its children may open them), spawns a copy of
 this app in the worker role, sends it each item and then null, gathers one
 reply per item, and reaps the worker.  The worker labels each item with the
 model (ask) and replies on the other channel until null arrives.  Both are
@@ -20,10 +21,11 @@ else:
     items = [a for a in argv if a.strip()]
     if not items:
         raise SyscallError("EINVAL", "give some items, e.g. `pipeline \"where is my parcel?\" hello`")
-    base = "pipeline." + str(getpid()["pid"])
-    to_worker = chan_open(name=base + ".in", capacity=len(items) + 1)["chan"]
-    from_worker = chan_open(name=base + ".out", capacity=len(items))["chan"]
-    pid = spawn(app=manifest["name"], argv=["--worker", base + ".in", base + ".out"])["pid"]
+    # private channels: kernel-named, and only this process and its children may open them
+    inbox = chan_open(name="pipeline.in", capacity=len(items) + 1, private=True)
+    outbox = chan_open(name="pipeline.out", capacity=len(items), private=True)
+    to_worker, from_worker = inbox["chan"], outbox["chan"]
+    pid = spawn(app=manifest["name"], argv=["--worker", inbox["name"], outbox["name"]])["pid"]
     for item in items:
         send(chan=to_worker, data=item)
     send(chan=to_worker, data=None)

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
@@ -49,9 +49,35 @@ def model_of(spec: str | None) -> Any:
     return spec
 
 
-def fail(exc: SyscallError, prog: str = "lmos") -> None:
-    print(f"{prog}: {exc.errno.name}: {exc.message}", file=sys.stderr)
+def fail(exc: SyscallError, prog: str = "lmos") -> NoReturn:
+    from lmos.userland.shell.termsafe import neutralize  # a message may quote what a process wrote
+
+    print(f"{prog}: {exc.errno.name}: {neutralize(exc.message)}", file=sys.stderr)
     raise typer.Exit(1)
+
+
+AsRootOpt = Annotated[bool, typer.Option("--as-root", envvar="LMOS_AS_ROOT", help="when run by root: act "
+                                          "as root, not as [users] root_runs_as (default nobody)")]
+
+
+def model_spec(spec: str | None) -> str | None:
+    """The --model a front end asks for (None: whatever the running kernel has, or the built-in)."""
+    return spec or os.environ.get("LMOS_MODEL") or None
+
+
+def on_kernel(state_dir: str | None, fn: Any, *, start: bool = False, as_root: bool = False) -> Any:
+    """Run ``await fn(conn)`` attached to the kernel of the state directory (as this user's session)."""
+    from lmos.cli.control import open_connection
+
+    async def main() -> Any:
+        d = state_dir_of(state_dir)
+        async with open_connection(d, kind="lmos", start=start, as_root=as_root) as conn:
+            return await fn(conn)
+
+    try:
+        return anyio.run(main)
+    except SyscallError as exc:
+        fail(exc)
 
 
 @app.command()
@@ -60,45 +86,92 @@ def run(app_name: Annotated[str, typer.Argument(metavar="APP", help="app to run"
         model: ModelOpt = None, state_dir: StateOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="print only the app's result, as one JSON "
                                               "document (nothing is streamed), for scripts")] = False,
-        ) -> None:
-    """Run APP as a process, streaming its output, then print its result; exit with its status.
+        as_root: AsRootOpt = False) -> None:
+    """Run APP as a process of the state directory's kernel (started if none runs), streaming its
+    output, then print its result; exit with its status.
 
     Options for the app itself go after ``--``: lmos run APP -- --flag VALUE."""
     from lmos.cli.boot import run_app
 
-    status = anyio.run(run_app, model_of(model), state_dir_of(state_dir), app_name, list(args or []),
-                       as_json)
+    status = anyio.run(run_app, model_spec(model), state_dir_of(state_dir), app_name, list(args or []),
+                       as_json, as_root)
     raise typer.Exit(status)
 
 
 @app.command()
-def ps(state_dir: StateOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def ps(state_dir: StateOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False,
+       as_root: AsRootOpt = False) -> None:
     """The process table of the kernel running on the state directory."""
-    from lmos.cli import control
-
-    try:
-        procs = control.call(state_dir_of(state_dir), "ps")["procs"]
-    except SyscallError as exc:
-        fail(exc)
+    procs = on_kernel(state_dir, lambda c: c.call("ps"), as_root=as_root)["procs"]
     if as_json:
         print(json.dumps(procs))
         return
-    print(f"{'PID':>6} {'PPID':>6} {'STATE':<8} {'GEN':>7}  APP")
+    print(f"{'PID':>6} {'PPID':>6} {'UID':>6} {'STATE':<8} {'GEN':>7}  APP")
     for p in procs:
         gen = p["usage"]["completion_tokens"]
-        print(f"{p['pid']:>6} {p['ppid']:>6} {p['state']:<8} {gen:>7}  {p['app']}")
+        print(f"{p['pid']:>6} {p['ppid']:>6} {p['uid']:>6} {p['state']:<8} {gen:>7}  {p['app']}")
 
 
 @app.command()
 def kill(pid: int, signal: Annotated[str, typer.Option("--signal", "-s")] = "TERM",
-         state_dir: StateOpt = None) -> None:
+         state_dir: StateOpt = None, as_root: AsRootOpt = False) -> None:
     """Send a signal (TERM, KILL, INT, STOP, CONT) to a process of the running kernel."""
-    from lmos.cli import control
+    on_kernel(state_dir, lambda c: c.call("kill", pid=pid, signal=signal), as_root=as_root)
+
+
+@app.command()
+def up(model: ModelOpt = None, state_dir: StateOpt = None) -> None:
+    """Start the state directory's kernel and keep it running with no front end attached."""
+    from lmos.cli.boot import up as up_
 
     try:
-        control.call(state_dir_of(state_dir), "kill", pid=pid, signal=signal)
+        st = anyio.run(up_, model_spec(model), state_dir_of(state_dir))
     except SyscallError as exc:
         fail(exc)
+    print(f"lmos: kernel {st['pid']} is up on {st['state_dir']} (model {st['model']})")
+
+
+@app.command()
+def status(state_dir: StateOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What runs on the state directory's kernel: pid, model, uptime, processes, front ends."""
+    from lmos.cli.boot import status as status_
+
+    try:
+        st = anyio.run(status_, state_dir_of(state_dir))
+    except SyscallError as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps(st))
+        return
+    up_s = int(st["uptime"])
+    print(f"kernel:     pid {st['pid']} (lmos {st['version']}){' (lmos up)' if st['stay'] else ''}")
+    print(f"state dir:  {st['state_dir']}")
+    print(f"model:      {st['model']} (loaded as: {', '.join(st['models']) or 'none'})")
+    print(f"uptime:     {up_s // 3600}h{up_s // 60 % 60:02d}m{up_s % 60:02d}s")
+    print(f"processes:  {st['processes']}" + "".join(f"\n  {p['pid']:>6} uid {p['uid']:<6} {p['state']:<8} "
+                                                    f"{p['app']}" for p in st["procs"]))
+    print(f"front ends: {len(st['frontends'])}" + "".join(f"\n  {f['pid']:>6} uid {f['uid']:<6} {f['kind']}"
+                                                         for f in st["frontends"]))
+
+
+@app.command()
+def down(state_dir: StateOpt = None,
+         force: Annotated[bool, typer.Option("--force", "-f", help="stop even with processes running or "
+                                             "front ends attached (they are killed)")] = False) -> None:
+    """Stop the state directory's kernel cleanly (asks first when processes are running)."""
+    from lmos.cli.boot import down as down_
+
+    async def ask(why: str) -> bool:
+        if not sys.stdin.isatty():
+            return False
+        answer = await anyio.to_thread.run_sync(input, f"lmos: {why}. Stop anyway? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    try:
+        pid = anyio.run(down_, state_dir_of(state_dir), force, ask)
+    except SyscallError as exc:
+        fail(exc)
+    print(f"lmos: kernel {pid} stopped")
 
 
 @app.command()
@@ -122,14 +195,21 @@ def serve(model: ModelOpt = None, state_dir: StateOpt = None,
           port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8080,
           token: Annotated[str | None, typer.Option(envvar="LMOS_API_TOKEN", help="require "
                                                     "'Authorization: Bearer TOKEN' on every request")] = None,
+          as_root: AsRootOpt = False,
+          insecure: Annotated[bool, typer.Option("--insecure", help="serve a non-loopback --host with no "
+                                                 "API key (every client acts as you)")] = False,
+          allow_host: Annotated[list[str] | None, typer.Option(help="also accept this Host header "
+                                                               "(name or name:port; repeatable)")] = None,
           ) -> None:
-    """Serve the HTTP API (lmos's own routes and OpenAI-compatible ones) until Ctrl-C."""
+    """Serve the HTTP API (lmos's own routes and OpenAI-compatible ones) from the state directory's
+    kernel (started if none runs) until Ctrl-C."""
     from lmos.cli.boot import run_server
 
     if not 0 <= port < 65536:
         print(f"lmos: EINVAL: port {port} is out of range", file=sys.stderr)
         raise typer.Exit(2)
-    raise typer.Exit(anyio.run(run_server, model_of(model), state_dir_of(state_dir), host, port, token))
+    raise typer.Exit(anyio.run(run_server, model_spec(model), state_dir_of(state_dir), host, port, token,
+                               as_root, insecure, allow_host or []))
 
 
 @app.command()
@@ -143,7 +223,8 @@ def version() -> None:
 @app.command()
 def shell(model: ModelOpt = None, state_dir: StateOpt = None,
           command: Annotated[str | None, typer.Option("-c", help="run these ;-separated commands")] = None,
-          script: Annotated[Path | None, typer.Argument(help="a file of shell commands")] = None) -> None:
+          script: Annotated[Path | None, typer.Argument(help="a file of shell commands")] = None,
+          as_root: AsRootOpt = False) -> None:
     """Open lmosh, the interactive shell (same as the lmosh command)."""
     from lmos.cli.boot import run_shell
 
@@ -157,8 +238,8 @@ def shell(model: ModelOpt = None, state_dir: StateOpt = None,
             fail(SyscallError(Errno.ENOENT, f"cannot read {script}: {exc.strerror}"), "lmosh")
     elif not sys.stdin.isatty():
         lines = sys.stdin.read().splitlines()
-    status = anyio.run(run_shell, model_of(model), state_dir_of(state_dir), lines)
-    raise typer.Exit(status)
+    code = anyio.run(run_shell, model_spec(model), state_dir_of(state_dir), lines, as_root)
+    raise typer.Exit(code)
 
 
 def _mount_optional() -> None:
@@ -210,7 +291,9 @@ def _invoke(argv: list[str], prog: str) -> int:
         err = _syscall_error(exc)
         if err is None:
             raise
-        print(f"{prog}: {err.errno.name}: {err.message}", file=sys.stderr)
+        from lmos.userland.shell.termsafe import neutralize  # a message may quote what a process wrote
+
+        print(f"{prog}: {err.errno.name}: {neutralize(err.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

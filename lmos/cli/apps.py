@@ -1,7 +1,9 @@
 """``lmos app``: install, list, show and remove apps in a state directory.
 
-The commands are the app syscalls (:mod:`lmos.syscalls.apps`) made as init on
-the state directory's kernel: the running one through its control socket, or
+The commands are the app syscalls (:mod:`lmos.syscalls.apps`) made as the
+calling user (an operator of the kernel: its owner, root, or root's
+``[users] root_runs_as``) on the state directory's kernel: the running one
+through its control socket, or
 one opened for the command without a model (:mod:`lmos.cli.statedir`), so they
 work whether or not lmosh or ``lmos serve`` is up.  ``PATH`` is made absolute
 here because a running kernel reads it from its own working directory.
@@ -91,8 +93,10 @@ def show(name: str, state_dir: StateOpt = None) -> None:
                                                                            else "")))
     if d["files"]:
         lines.append(("files", ", ".join(f"{k} ({v} B)" for k, v in sorted(d["files"].items()))))
+    from lmos.userland.shell.termsafe import neutralize  # an app's description is its author's text
+
     for k, v in lines:
-        print(f"{k + ':':<14}{v}")
+        print(f"{k + ':':<14}{neutralize(str(v))}")
 
 
 @apps.command("remove")

@@ -2,8 +2,9 @@
 
 A store path is written ``lmos:/path``; anything else is a host path (``-`` is
 standard input or output).  The commands work whether or not a kernel is
-running on the state directory (:mod:`lmos.cli.statedir`), act as init (the
-host, the operator's own tool), and move bytes exactly (base64 on the wire).
+running on the state directory (:mod:`lmos.cli.statedir`), act as the user
+who runs them (a session process of their uid; root: ``[users] root_runs_as``
+unless ``LMOS_AS_ROOT``), and move bytes exactly (base64 on the wire).
 
 Copying in onto existing store files needs a yes: ``--force``, or an answer
 to a y/N question when standard input is a terminal; otherwise it is refused
@@ -128,7 +129,12 @@ def cp(src: Annotated[str, typer.Argument(metavar="SRC", help="HOST_PATH, lmos:/
             if dst == "-":
                 if len(out) != 1:
                     raise SyscallError(Errno.EINVAL, "only a single file can be copied to standard output")
-                sys.stdout.buffer.write(out[0][1])
+                data = out[0][1]
+                if sys.stdout.isatty():  # a copy into a pipe is exact; onto a terminal it is shown safely
+                    from lmos.userland.shell.termsafe import neutralize
+
+                    data = neutralize(data.decode("utf-8", "replace")).encode("utf-8")
+                sys.stdout.buffer.write(data)
                 sys.stdout.flush()
             else:
                 write_tree(dst, out, force)

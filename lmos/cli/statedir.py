@@ -3,29 +3,30 @@
 Front-end commands that only touch storage (``lmos cp``, ``lmos mount``,
 ``lmos app install`` ...) must work in both situations:
 
-- a kernel (lmosh, ``lmos run``, ``lmos serve``) holds the state directory:
-  its lock forbids a second kernel, so the calls go through its control
-  socket (:mod:`lmos.cli.control`) and the running kernel sees the change at
-  once (its caches, its processes);
-- nothing is running: a kernel is opened on the directory for the calls and
-  closed again, with no model loaded (``Kernel(model=False)``), since loading
-  weights to copy a file would take seconds for nothing.
+- a kernel process serves the state directory: its lock forbids a second
+  kernel, so the calls go through its control socket (:mod:`lmos.cli.control`)
+  and the running kernel sees the change at once (its caches, its processes);
+- nothing is running: a kernel is opened on the directory in this process for
+  the calls and closed again, with no model loaded (``Kernel(model=False)``,
+  :mod:`lmos.cli.local`), since loading weights to copy a file would take
+  seconds for nothing.
 
-Either way the calls are made as init (pid 1), the host itself, as
-``lmos ps`` and ``lmos kill`` are: the control socket is mode 0600, so only the
-owner of the state directory (the operator) gets this far.  Results come back
-as plain builtins (dicts and lists) in both cases, so callers cannot tell the
-paths apart; errors are :class:`SyscallError`.
+Either way the calls are made by a session process of the caller's uid (root:
+``[users] root_runs_as`` unless ``LMOS_AS_ROOT`` is set), exactly as lmosh's
+are, so a file ``lmos cp`` puts in the store is where the user's shell and apps
+find it.  The command itself is the user acting, so a confirmation one of its
+syscalls would need (overwriting a file) is given: the command asked already
+(``--force``, or its own y/N question).  Results come back as plain builtins
+(dicts and lists) in both cases; errors are :class:`SyscallError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
-
-import msgspec
 
 from lmos.cli import control
 from lmos.errors import Errno, SyscallError
@@ -49,44 +50,50 @@ def running(state_dir: str) -> bool:
     return True
 
 
-def _remote(state_dir: str) -> Call:
-    def call(name: str, /, **args: Any) -> Any:
-        return control.call(state_dir, name, timeout=120.0, **args)
+def as_root() -> bool:
+    return os.environ.get("LMOS_AS_ROOT", "").lower() in ("1", "true", "yes")
 
-    return call
+
+async def _yes(req: dict[str, Any]) -> bool:
+    return True
 
 
 @contextlib.contextmanager
 def session(state_dir: str) -> Iterator[Call]:
-    """``with session(d) as call: call("fs_stat", path="/x")`` -- one boot for many calls."""
-    if running(state_dir):
-        yield _remote(state_dir)
-        return
+    """``with session(d) as call: call("fs_stat", path="/x")`` -- one attach (or boot) for many calls."""
     from anyio.from_thread import start_blocking_portal
 
-    from lmos.system import Kernel
+    from lmos.cli.local import open_local
 
     with start_blocking_portal() as portal:
+        cm: Any
+        if running(state_dir):
+            cm = control.open_connection(state_dir, kind="lmos", start=False, as_root=as_root())
+        else:
+            cm = open_local(state_dir, False, kind="lmos", as_root=as_root())
+        wrapped = portal.wrap_async_context_manager(cm)
         try:
-            cm = portal.wrap_async_context_manager(Kernel(model=False, state_dir=state_dir))
-            k = cm.__enter__()
+            conn = wrapped.__enter__()
         except SyscallError as exc:
-            if exc.errno != Errno.EBUSY or not running(state_dir):
+            if exc.errno not in (Errno.EBUSY, Errno.ENOENT) or not running(state_dir):
                 raise
-            # A kernel started between the check and the open: use it instead.
-            yield _remote(state_dir)
-            return
+            # A kernel started (or stopped) between the check and the open: attach to it instead.
+            cm = control.open_connection(state_dir, kind="lmos", start=False, as_root=as_root())
+            wrapped = portal.wrap_async_context_manager(cm)
+            conn = wrapped.__enter__()
+        conn.on_confirm = _yes
+
         def call(name: str, /, **args: Any) -> Any:
-            return msgspec.to_builtins(portal.call(lambda: k.syscall(name, **args)))
+            return portal.call(lambda: conn.call(name, **args))
 
         try:
             yield call
         finally:
-            cm.__exit__(None, None, None)  # Kernel.__aexit__ closes the same way either way
+            wrapped.__exit__(None, None, None)
 
 
 def syscall_on(state_dir: str, name: str, /, **args: Any) -> Any:
-    """One syscall as init on the kernel of ``state_dir`` (running, or opened for the call)."""
+    """One syscall as the caller on the kernel of ``state_dir`` (running, or opened for the call)."""
     with session(state_dir) as call:
         return call(name, **args)
 

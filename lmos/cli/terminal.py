@@ -3,17 +3,24 @@
 Ctrl-C while a command runs arrives as SIGINT; a signal receiver task counts
 presses and the shell turns them into SIGINT/SIGKILL for the foreground
 process, never for the shell itself.  At the prompt, Ctrl-C clears the line
-and Ctrl-D ends the session.
+and Ctrl-D ends the session.  Tab completes a word with the space after it,
+as in bash (a folder gets its ``/`` instead, so the next Tab goes inside).
+
+The shell neutralises what processes wrote before it reaches ``write``
+(:mod:`lmos.userland.shell.termsafe`); what a terminal prints on its own
+(a confirmation question built from a process's request) is neutralised here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import anyio
 from prompt_toolkit import PromptSession
@@ -22,6 +29,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 
 from lmos.userland.shell.core import command_table
+from lmos.userland.shell.termsafe import neutralize
 
 PathLister = Callable[[str], Awaitable[list[str]]]
 
@@ -35,6 +43,13 @@ PID_COMMANDS = ("kill", "stop", "cont", "wait", "mem", "logs")
 
 def looks_like_host_path(word: str) -> bool:
     return word.startswith(("./", "../", "~", "/")) or word in (".", "..")
+
+
+def word_done(cand: str, start_position: int, display: Any = None) -> Completion:
+    """A completion that finishes its word: the space after it is typed too, as in bash; a folder
+    (ending in ``/``) is not finished, the next Tab lists what is inside."""
+    done = cand if cand.endswith("/") else cand + " "
+    return Completion(done, start_position=start_position, display=display if display is not None else cand)
 
 
 class ShellCompleter(Completer):
@@ -75,7 +90,10 @@ class ShellCompleter(Completer):
         app_word = (cmd == "run" and (index == 1 or (index == 2 and self._word(document, 1) == "--json"))) \
             or (cmd == "uninstall" and index == 1)
         if self._path_kind(document) == "h" or (app_word and cmd == "run" and looks_like_host_path(word)):
-            yield from self.host.get_completions(Document(word, len(word)), complete_event)
+            for c in self.host.get_completions(Document(word, len(word)), complete_event):
+                path = word[:len(word) + c.start_position] + c.text
+                folder = os.path.isdir(os.path.expanduser(path)) and not path.endswith("/")
+                yield word_done(c.text + ("/" if folder else ""), c.start_position, c.display)
             return
         if index == 0:
             pool: list[str] = sorted(command_table())
@@ -87,7 +105,7 @@ class ShellCompleter(Completer):
             pool = []
         for cand in pool:
             if cand.startswith(word):
-                yield Completion(cand, start_position=-len(word))
+                yield word_done(cand, -len(word))
 
     async def get_completions_async(self, document: Document,
                                     complete_event: CompleteEvent) -> AsyncGenerator[Completion, None]:
@@ -98,7 +116,7 @@ class ShellCompleter(Completer):
             except Exception:  # a failed listing means no completions, never a dead prompt
                 names = []
             for cand in names:
-                yield Completion(cand, start_position=-len(word))
+                yield word_done(cand, -len(word))
             return
         for c in self.get_completions(document, complete_event):
             yield c
@@ -173,6 +191,7 @@ class PromptTerminal(_StdIO):
     async def confirm(self, question: str) -> bool:
         """Ask inline.  A background job asking while the shell waits at its prompt is
         refused: two prompts cannot share the terminal."""
+        question = neutralize(question)
         if self.prompting:
             self.write_err(f"\nlmosh: refused: {question} (confirmations need a foreground job)\n")
             return False
@@ -187,6 +206,48 @@ class PromptTerminal(_StdIO):
     def set_path_lister(self, lister: PathLister) -> None:
         self.completer.store_paths = lister
 
+    @contextlib.asynccontextmanager
+    async def live(self) -> AsyncIterator[LiveScreen]:
+        """A screen that redraws in place (``top``), reading single keys meanwhile: the terminal
+        is in raw mode, so ``q`` arrives without Enter and Ctrl-C arrives as the key ``c-c``."""
+        from prompt_toolkit.input import create_input
+        from rich.console import Console
+        from rich.live import Live
+
+        inp = create_input()
+        console = Console(file=sys.stdout, highlight=False, markup=False, emoji=False)
+        with Live(console=console, auto_refresh=False, vertical_overflow="crop", redirect_stdout=False,
+                  redirect_stderr=False) as live:
+            screen = LiveScreen(live)
+            with inp.raw_mode(), inp.attach(lambda: screen.pressed([k.key for k in inp.read_keys()])):
+                yield screen
+
+
+
+class LiveScreen:
+    """What ``top`` draws on: ``update`` replaces the frame, ``key`` waits for a key press."""
+
+    def __init__(self, live: Any) -> None:
+        self._live = live
+        self._keys: list[str] = []
+        self._event = anyio.Event()
+
+    def update(self, text: str) -> None:
+        from rich.text import Text
+
+        self._live.update(Text(text), refresh=True)
+
+    def pressed(self, keys: list[Any]) -> None:
+        self._keys += [str(getattr(k, "value", k)) for k in keys]
+        self._event.set()
+
+    async def key(self, timeout: float) -> str | None:
+        """The next key pressed within ``timeout`` seconds, or None."""
+        if not self._keys:
+            with anyio.move_on_after(timeout):
+                await self._event.wait()
+        self._event = anyio.Event()
+        return self._keys.pop(0) if self._keys else None
 
 
 class LineTerminal(_StdIO):
@@ -201,7 +262,7 @@ class LineTerminal(_StdIO):
 
     async def confirm(self, question: str) -> bool:
         """Scripts cannot answer: refuse, and say so."""
-        self.write_err(f"lmosh: refused: {question} (no terminal to confirm on)\n")
+        self.write_err(f"lmosh: refused: {neutralize(question)} (no terminal to confirm on)\n")
         return False
 
     def set_names(self, apps: list[str], pids: list[int]) -> None:

@@ -33,7 +33,9 @@ argument).
 from __future__ import annotations
 
 import enum
-from typing import Protocol, runtime_checkable
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -104,6 +106,42 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, token_ids: list[int]) -> str: ...
+
+
+def encode_segments(tokenizer: Tokenizer, segments: Sequence[tuple[str, bool]]) -> list[int]:
+    """Token ids of ``(text, is_data)`` segments: data never becomes a special token.
+
+    A tokenizer that knows special tokens provides ``encode_segments`` itself
+    (:class:`lmos.drivers.hf_load.HFTokenizer`); one without it (bytes, the
+    scripted driver's) has no text that could turn into a control token, so the
+    joined text is encoded as it is.
+    """
+    own = getattr(tokenizer, "encode_segments", None)
+    if own is not None:
+        return list(own(segments))
+    return tokenizer.encode("".join(text for text, _ in segments))
+
+
+def control_tokens(tok: Any) -> tuple[re.Pattern[str] | None, frozenset[int]]:
+    """What counts as a control token of ``tok``: its special added tokens, any it lists
+    in ``chat_control_tokens``, and added tokens its chat template writes (Qwen's
+    ``<tool_call>`` is not "special" but is the model's call syntax).  Returns a
+    pattern matching any of them (None if there are none) and their ids."""
+    template = getattr(tok, "chat_template", None)
+    template = template if isinstance(template, str) else ""
+    listed = set(getattr(tok, "chat_control_tokens", None) or ())
+    decoder = getattr(tok, "added_tokens_decoder", None) or {}
+    found = {int(i): str(a.content) for i, a in decoder.items()
+             if str(a.content) and (getattr(a, "special", False) or str(a.content) in listed
+                                    or (str(a.content) in template and not str(a.content).isspace()))}
+    for content in getattr(tok, "all_special_tokens", None) or ():
+        ids = tok.convert_tokens_to_ids([content])
+        if ids and ids[0] is not None:
+            found.setdefault(int(ids[0]), str(content))
+    if not found:
+        return None, frozenset()
+    alternatives = sorted(set(found.values()), key=lambda c: (-len(c), c))
+    return re.compile("|".join(re.escape(c) for c in alternatives)), frozenset(found)
 
 
 @runtime_checkable

@@ -9,12 +9,13 @@ tokenizer files is fine: the driver then works on token ids alone.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lmos.drivers.base import SamplingParams
+from lmos.drivers.base import SamplingParams, control_tokens
 from lmos.errors import Errno, SyscallError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -34,9 +35,54 @@ class HFTokenizer:
     def __init__(self, tok: Any) -> None:
         self.hf = tok
         self.bos_token_id: int | None = tok.bos_token_id
+        self.controls, self.control_ids = control_tokens(tok)
 
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
+
+    def encode_plain(self, text: str) -> list[int]:
+        """``text`` as ordinary characters: a control-token string in it is not the control token.
+
+        For a fast tokenizer this runs the backend's normalizer, pre-tokenizer and
+        model directly, skipping added tokens, with no shared state toggled (so it
+        is safe while another thread encodes); a slow one is asked to split them.
+        """
+        backend = getattr(self.hf, "backend_tokenizer", None)
+        if backend is not None:
+            if backend.normalizer is not None:
+                text = backend.normalizer.normalize_str(text)
+            splits = ([piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
+                      if backend.pre_tokenizer is not None else [text])
+            ids = [t.id for piece in splits for t in backend.model.tokenize(piece)]
+        else:
+            ids = list(self.hf.encode(text, add_special_tokens=False, split_special_tokens=True))
+        if self.control_ids.intersection(ids):
+            raise SyscallError(Errno.EINVAL, "this tokenizer makes a control token out of plain text")
+        return ids
+
+    def encode_segments(self, segments: Sequence[tuple[str, bool]]) -> list[int]:
+        """Token ids of ``(text, is_data)`` segments: framing with its special tokens, data as plain text.
+
+        An ordinary conversation is encoded whole, exactly as ``encode`` of the
+        joined text (and as ``model.generate`` would see it).  That result is
+        kept only if it has no more control tokens than the framing spells out,
+        which also catches one formed across a boundary or by normalization;
+        otherwise, or when a data segment holds a control-token string, each
+        segment is encoded on its own and data as plain text.
+        """
+        if self.controls is None:
+            return self.encode("".join(text for text, _ in segments))
+        if not any(data and self.controls.search(text) for text, data in segments):
+            ids = self.encode("".join(text for text, _ in segments))
+            framing = sum(len(self.controls.findall(text)) for text, data in segments if not data)
+            made = (0 if self.control_ids.isdisjoint(ids) else sum(1 for t in ids if t in self.control_ids))
+            if made <= framing:
+                return ids
+        ids = []
+        for text, data in segments:
+            if text:
+                ids += self.encode_plain(text) if data else self.encode(text)
+        return ids
 
     def decode(self, token_ids: list[int]) -> str:
         return str(self.hf.decode(token_ids))
@@ -69,6 +115,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
 def load(path: str, device: torch.device, dtype: torch.dtype | str) -> tuple[Any, HFTokenizer | None]:
     """Model and tokenizer (or None) from a local checkpoint directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # lmos shows its own spinner while a model loads
 
     root = Path(os.path.expanduser(path))
     if not root.is_dir() or not (root / "config.json").is_file():

@@ -43,6 +43,7 @@ class ByteTokenizer:
     """UTF-8 bytes as token ids; ids >= 256 are special and decode to nothing."""
 
     vocab_size = 257
+    max_token_chars = 1  # one byte per token: the kernel's cheap length check (kernel/tokenize.py)
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))

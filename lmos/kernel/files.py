@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 
 from lmos.errors import Errno, SyscallError
+from lmos.kernel.quota import KV_BYTES, MAX_STORE_BYTES, StoreQuota, text_bytes
 
 if TYPE_CHECKING:
     from lmos.kernel.journal import Journal
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 MAX_PATH = 1024
 MAX_NAME = 255
 MAX_FILE_BYTES = 1 << 20  # one file
-MAX_USER_BYTES = 64 << 20  # a user's whole tree
+MAX_USER_BYTES = MAX_STORE_BYTES  # a user's files, kv values and context pages together (kernel/quota.py)
 MAX_KV_KEY = 256  # characters of a kv key
 MAX_KV_VALUE = 64 << 10  # bytes (UTF-8) of a kv value
 MAX_KV_KEYS = 10_000  # keys per user
@@ -93,11 +94,14 @@ class FileStore:
     """The filesystem service over one journal; all methods run off the event loop."""
 
     def __init__(
-        self, journal: Journal, max_file_bytes: int = MAX_FILE_BYTES, max_user_bytes: int = MAX_USER_BYTES
+        self, journal: Journal, max_file_bytes: int = MAX_FILE_BYTES, max_user_bytes: int = MAX_USER_BYTES,
+        *, quota: StoreQuota | None = None,
     ) -> None:
         self.journal = journal
         self.max_file_bytes = max_file_bytes
         self.max_user_bytes = max_user_bytes
+        # the one per-uid store quota, shared with the page store (kernel/quota.py)
+        self.quota = quota if quota is not None else StoreQuota(max_user_bytes)
         from lmos.kernel.mounts import MountTable  # here: mounts.py builds on this module's Stat
 
         self.mounts = MountTable(journal)  # host folders shown read-only (every covered path goes there)
@@ -241,9 +245,7 @@ class FileStore:
                 raise SyscallError(
                     Errno.EFBIG, f"file would be {len(body)} bytes; the limit is {self.max_file_bytes}"
                 )
-            used = c.execute("SELECT COALESCE(SUM(size), 0) FROM files WHERE uid=?", (uid,)).fetchone()[0]
-            if used - (row[2] if row else 0) + len(body) > self.max_user_bytes:
-                raise SyscallError(Errno.ENOSPC, f"uid {uid} would exceed its {self.max_user_bytes} bytes")
+            self.quota.charge(c, uid, len(body) - (row[2] if row else 0), f"writing {path}")
             taint = int(tainted or (mode == "append" and row is not None and bool(row[5])))
             c.execute(
                 "INSERT INTO files(uid, path, kind, data, size, owner, tainted, mtime) "
@@ -272,6 +274,12 @@ class FileStore:
             ).fetchone()[0]
             if below and not recursive:
                 raise SyscallError(Errno.ENOTEMPTY, f"directory not empty: {path}")
+            freed = c.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM files "
+                "WHERE uid=? AND (path=? OR (path > ? AND path < ?))",
+                (uid, path, prefix, path + "0"),
+            ).fetchone()[0]
+            self.quota.charge(c, uid, -int(freed), f"deleting {path}")
             c.execute(
                 "DELETE FROM files WHERE uid=? AND (path=? OR (path > ? AND path < ?))",
                 (uid, path, prefix, path + "0"),
@@ -281,40 +289,60 @@ class FileStore:
         return await self.journal.write(tx)
 
     # -- the per-user key-value store (the kv_* syscalls, lmos.syscalls.kv) -------------
-    async def kv_set(self, uid: int, key: str, value: str) -> bool:
-        """Store ``value`` under ``key``; True if the key is new.  ENOSPC past MAX_KV_KEYS keys."""
+    async def kv_set(self, uid: int, key: str, value: str, tainted: bool = False) -> bool:
+        """Store ``value`` under ``key``; True if the key is new.  ENOSPC past MAX_KV_KEYS keys.
+
+        ``tainted``: the writer had read untrusted content, so the value taints its readers.
+        """
 
         def tx(c: sqlite3.Connection) -> bool:
-            new = c.execute("SELECT 1 FROM kvstore WHERE uid=? AND key=?", (uid, key)).fetchone() is None
+            old = c.execute(f"SELECT {KV_BYTES} FROM kvstore WHERE uid=? AND key=?", (uid, key)).fetchone()
+            new = old is None
             if new:
                 n = c.execute("SELECT COUNT(*) FROM kvstore WHERE uid=?", (uid,)).fetchone()[0]
                 if n >= MAX_KV_KEYS:
                     raise SyscallError(Errno.ENOSPC, f"uid {uid} already has {n} keys (the limit)")
+            self.quota.charge(c, uid, text_bytes(key, value) - (0 if new else int(old[0])), f"kv key {key!r}")
             c.execute(
-                "INSERT INTO kvstore(uid, key, value, mtime) VALUES(?,?,?,?) ON CONFLICT(uid, key) "
-                "DO UPDATE SET value=excluded.value, mtime=excluded.mtime",
-                (uid, key, value, time.time()),
+                "INSERT INTO kvstore(uid, key, value, mtime, tainted) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(uid, key) DO UPDATE SET value=excluded.value, mtime=excluded.mtime, "
+                "tainted=excluded.tainted",
+                (uid, key, value, time.time(), int(tainted)),
             )
             return new
 
         return await self.journal.write(tx)
 
     async def kv_get(self, uid: int, key: str) -> str | None:
-        rows = await self.journal.aquery("SELECT value FROM kvstore WHERE uid=? AND key=?", (uid, key))
-        return str(rows[0][0]) if rows else None
+        entry = await self.kv_entry(uid, key)
+        return entry[0] if entry is not None else None
+
+    async def kv_entry(self, uid: int, key: str) -> tuple[str, bool] | None:
+        """The value under ``key`` and whether a tainted process wrote it; None if there is none."""
+        rows = await self.journal.aquery("SELECT value, tainted FROM kvstore WHERE uid=? AND key=?",
+                                         (uid, key))
+        return (str(rows[0][0]), bool(rows[0][1])) if rows else None
 
     async def kv_list(self, uid: int, prefix: str = "", limit: int = MAX_KV_KEYS) -> list[str]:
         """The keys of ``uid`` starting with ``prefix``, sorted."""
+        return [key for key, _ in await self.kv_keys(uid, prefix, limit)]
+
+    async def kv_keys(self, uid: int, prefix: str = "", limit: int = MAX_KV_KEYS) -> list[tuple[str, bool]]:
+        """:meth:`kv_list` with whether a tainted process wrote each key (its name is data too)."""
         rows = await self.journal.aquery(
-            "SELECT key FROM kvstore WHERE uid=? AND substr(key, 1, ?)=? ORDER BY key LIMIT ?",
+            "SELECT key, tainted FROM kvstore WHERE uid=? AND substr(key, 1, ?)=? ORDER BY key LIMIT ?",
             (uid, len(prefix), prefix, limit),
         )
-        return [str(r[0]) for r in rows]
+        return [(str(r[0]), bool(r[1])) for r in rows]
 
     async def kv_delete(self, uid: int, key: str) -> bool:
         """Remove ``key``; True if it was there."""
 
         def tx(c: sqlite3.Connection) -> bool:
+            old = c.execute(f"SELECT {KV_BYTES} FROM kvstore WHERE uid=? AND key=?", (uid, key)).fetchone()
+            if old is None:
+                return False
+            self.quota.charge(c, uid, -int(old[0]), f"deleting kv key {key!r}")
             return c.execute("DELETE FROM kvstore WHERE uid=? AND key=?", (uid, key)).rowcount > 0
 
         return await self.journal.write(tx)

@@ -10,7 +10,11 @@ connection a consistent view.  Two kinds of writes:
   state rows are queued and committed together every few milliseconds, so a
   thousand short processes do not cost a thousand fsyncs.
 
-The state directory is held with an exclusive ``flock`` so two kernels never
+The state directory is private to its owner: created 0700 with the database
+(and so its ``-wal`` and ``-shm``) 0600, and an existing one that is readable
+by others is tightened when a kernel opens it, files and all (a sandbox worker
+or another local user must not read other users' files, processes and audit
+out of ``lmos.db``).  It is held with an exclusive ``flock`` so two kernels never
 share it, and the schema carries a version (``PRAGMA user_version``) upgraded by
 the ordered migrations below.  Pids are allocated from a persisted counter in
 chunks, so pids never repeat across restarts of one state directory.
@@ -19,8 +23,10 @@ chunks, so pids never repeat across restarts of one state directory.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -31,6 +37,7 @@ import anyio
 from lmos.errors import Errno, SyscallError
 
 T = TypeVar("T")
+log = logging.getLogger("lmos.journal")
 
 # Each entry upgrades the schema by one version.  Later issues append entries;
 # existing ones never change, so old state directories migrate forward.
@@ -65,6 +72,10 @@ MIGRATIONS: list[str] = [
         pid INTEGER NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, mtime REAL NOT NULL,
         PRIMARY KEY (pid, name));
     """,
+    # v4 (security): a kv value written by a tainted process taints whoever reads it, like a file.
+    """
+    ALTER TABLE kvstore ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PID_CHUNK = 1000
@@ -93,7 +104,7 @@ class Journal:
         else:
             d = Path(state_dir).expanduser()
             try:
-                d.mkdir(parents=True, exist_ok=True)
+                private_dir(d)
                 lock_fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as exc:
                 raise SyscallError(Errno.EACCES, f"state directory {d}: {exc.strerror}") from None
@@ -103,6 +114,11 @@ class Journal:
                 os.close(lock_fd)
                 raise SyscallError(Errno.EBUSY, f"state directory {d} is in use by another kernel") from None
             path = str(d / "lmos.db")
+            try:  # SQLite gives a new database 0644 and its -wal and -shm the database's mode
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                os.close(lock_fd)
+                raise SyscallError(Errno.EACCES, f"state directory {d}: {exc.strerror}") from None
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         j = cls(conn, lock_fd, path)
         try:
@@ -217,6 +233,31 @@ class Journal:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+
+def private_dir(d: Path) -> None:
+    """Make ``d`` (created if missing) a directory only its owner can enter, and every file and
+    socket directly in it owner-only.  Modes this process cannot change (another user's
+    directory) are logged, not fatal: the operator may share a directory on purpose."""
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    me = os.geteuid()
+    st = d.stat()
+    if st.st_mode & 0o077:
+        if st.st_uid == me:
+            os.chmod(d, stat.S_IMODE(st.st_mode) & 0o700)
+        else:
+            log.warning("state directory %s (uid %d) is open to others: mode %o", d, st.st_uid,
+                        stat.S_IMODE(st.st_mode))
+    with os.scandir(d) as entries:
+        for entry in entries:
+            est = entry.stat(follow_symlinks=False)
+            if not (stat.S_ISREG(est.st_mode) or stat.S_ISSOCK(est.st_mode)) or not est.st_mode & 0o077:
+                continue
+            if est.st_uid == me:
+                os.chmod(entry.path, stat.S_IMODE(est.st_mode) & 0o700)
+            else:
+                log.warning("%s (uid %d) in the state directory is open to others: mode %o", entry.path,
+                            est.st_uid, stat.S_IMODE(est.st_mode))
 
 
 def _statements(script: str) -> list[str]:

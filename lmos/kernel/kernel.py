@@ -10,7 +10,7 @@ scope, so KILL/TERM are a cancellation and shutdown reaps everything.
 from __future__ import annotations
 
 import json
-import os
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,8 +22,10 @@ from anyio.abc import TaskGroup
 from lmos.config import Config
 from lmos.drivers.base import Driver, SamplingParams
 from lmos.errors import Errno, SyscallError
+from lmos.kernel import generation
 from lmos.kernel.events import EventBus
 from lmos.kernel.files import FileStore
+from lmos.kernel.identity import operator_uid_of, resolve_host_uid
 from lmos.kernel.ipc import ChannelTable
 from lmos.kernel.journal import Journal
 from lmos.kernel.kvpolicy import KVAdvisor
@@ -31,6 +33,7 @@ from lmos.kernel.memory import MemoryManager
 from lmos.kernel.pagestore import PageStore
 from lmos.kernel.policies import make_policy
 from lmos.kernel.process import Process, Signal, State
+from lmos.kernel.quota import StoreQuota
 from lmos.kernel.request import GenRequest
 from lmos.kernel.scheduler import Scheduler, no_driver
 
@@ -48,31 +51,47 @@ class ProcessExit(Exception):
 
 
 class KernelCore:
-    def __init__(self, config: Config, journal: Journal) -> None:
+    def __init__(self, config: Config, journal: Journal, *, host_uid: int | None = None) -> None:
         self.config = config
         self.journal = journal
         self.procs: dict[int, Process] = {}
         self.schedulers: dict[str, Scheduler] = {}
         self.default_model: str | None = None
-        self.channels = ChannelTable()
+        self.channels = ChannelTable(per_uid=config.ipc_channels_per_uid,
+                                     channel_bytes=config.ipc_channel_bytes,
+                                     bytes_per_uid=config.ipc_bytes_per_uid)
         self.events = EventBus()
-        self.memory = MemoryManager(PageStore(journal))  # context paging (kernel/memory.py)
-        self.files = FileStore(journal)  # the per-user file and kv store (kernel/files.py)
-        self.init = Process(pid=INIT_PID, ppid=0, uid=0, app="init", argv=[], model="",
-                            caps=frozenset({"*"}), state=State.RUNNING)
+        quota = StoreQuota()  # one per-uid budget for files, kv values and context pages (kernel/quota.py)
+        self.memory = MemoryManager(PageStore(journal, quota))  # context paging (kernel/memory.py)
+        self.files = FileStore(journal, quota=quota)  # the per-user file and kv store (kernel/files.py)
+        # Init is the host program (the embedding API): it acts as the host's user, so what it
+        # writes its apps can read, and the processes it starts run as that user, never as root
+        # by accident.  Its kernel powers (any uid, every process) come from being pid 1, not uid 0.
+        # Its children are bounded by the per-uid limits and the table, not by a count of its own.
+        self.host_uid = resolve_host_uid(config) if host_uid is None else host_uid
+        self.init = Process(pid=INIT_PID, ppid=0, uid=self.host_uid, app="init", argv=[], model="",
+                            caps=frozenset({"*"}), state=State.RUNNING, max_children=config.max_procs)
         self.procs[INIT_PID] = self.init
-        self._per_uid: dict[int, int] = {}
+        self._per_uid: dict[int, int] = {}  # processes in the table (zombies too) per uid
+        self.on_reap: list[Callable[[Process], None]] = []  # the syscall layer frees traces and watches
         self._exited = anyio.Event()
         self._tg: TaskGroup | None = None
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._intr: dict[int, anyio.CancelScope] = {}
         self._cont: dict[int, anyio.Event] = {}
         self._kill: dict[int, Signal] = {}
-        self.operator_uid = _operator_uid(journal.path)
+        self.operator_uid = operator_uid_of(journal.path)
+        # uids that operate this kernel for its owner: on a root host the front ends act as
+        # [users] root_runs_as (lmos.cli.identity), and that uid installs apps and mounts folders
+        self.operator_aliases: set[int] = set()
 
-    def is_operator(self, uid: int) -> bool:
-        """Root, or the user who owns the state directory: who may install apps and mount folders."""
-        return uid == 0 or uid == self.operator_uid
+    def is_operator(self, uid: int, pid: int = 0) -> bool:
+        """Init (the host program), root, or the user who owns the state directory.
+
+        Who may install apps and mount folders.  Pass the caller's ``pid`` so init
+        counts as the operator whatever uid it acts as.
+        """
+        return pid == INIT_PID or uid == 0 or uid == self.operator_uid or uid in self.operator_aliases
 
     # -- wiring ------------------------------------------------------------
     def attach(self, tg: TaskGroup) -> None:
@@ -112,6 +131,17 @@ class KernelCore:
         return name
 
     # -- processes ---------------------------------------------------------
+    def descends(self, pid: int, ancestor: int) -> bool:
+        """Is ``pid`` a (live or zombie) descendant of ``ancestor``?  Orphans belong to init."""
+        p = self.procs.get(pid)
+        seen = 0
+        while p is not None and p.ppid and seen < len(self.procs):
+            if p.ppid == ancestor:
+                return True
+            p = self.procs.get(p.ppid)
+            seen += 1
+        return False
+
     def get(self, pid: int) -> Process:
         p = self.procs.get(pid)
         if p is None:
@@ -120,25 +150,51 @@ class KernelCore:
 
     def spawn(self, program: Program, *, parent: Process, app: str, argv: list[str], model: str | None,
               uid: int, caps: frozenset[str], priority: int = 0, weight: float = 1.0,
-              token_quota: int | None = None, max_children: int | None = None) -> Process:
+              token_quota: int | None = None, max_children: int | None = None,
+              wall_seconds: float | None = None) -> Process:
+        """Start ``program`` as a child of ``parent``.
+
+        Limits are checked narrowest first, so the error names who is at fault: the
+        uid's own count, then the uid's share of the table, then the table itself.
+        A child never gets more than its parent: priority (nice) no lower, weight
+        no higher, a token quota no larger than what the parent has left (and the
+        child's tokens are charged to the parent's quota too), a deadline no later.
+        Asking for more is clamped, not refused, so an app written for a generous
+        parent still runs under a strict one.  Init's children are the operator's
+        (the embedding API, front ends' sessions): only the request's own range
+        applies; a uid-0 parent may also give better priority and weight.
+        """
         cfg = self.config
         if self._tg is None:
             raise SyscallError(Errno.EAGAIN, "kernel is not running")
-        if len(self.procs) - 1 >= cfg.max_procs:
-            raise SyscallError(Errno.EAGAIN, f"process table full ({cfg.max_procs})")
-        if self._per_uid.get(uid, 0) >= cfg.max_procs_per_uid:
-            raise SyscallError(Errno.EAGAIN, f"uid {uid} has too many processes ({cfg.max_procs_per_uid})")
-        if len(parent.children) >= parent.max_children:
-            raise SyscallError(Errno.EAGAIN, f"pid {parent.pid} has too many children")
         if not -20 <= priority <= 19:
             raise SyscallError(Errno.EINVAL, "priority must be in -20..19")
         if not weight > 0:
             raise SyscallError(Errno.EINVAL, "weight must be positive")
-        name = self.resolve_model(model)
+        self._admit(uid)
+        own = [c for c in parent.children if c in self.procs and not self.procs[c].adopted]
+        if len(own) >= parent.max_children:
+            raise SyscallError(Errno.EAGAIN,
+                               f"pid {parent.pid} has too many children ({parent.max_children})")
+        # no model loaded at all (model=False: storage commands) and none asked for: the process
+        # has none, like init, and its llm calls fail with "no model is loaded"
+        name = self.resolve_model(model) if model or self.schedulers else ""
+        deadline = anyio.current_time() + wall_seconds if wall_seconds is not None else None
+        quota_parent: Process | None = None
+        if parent.pid != INIT_PID:
+            if parent.uid != 0:  # as in Unix, root (started as root on purpose) may renice
+                priority, weight = max(priority, parent.priority), min(weight, parent.weight)
+            if parent.deadline is not None and (deadline is None or parent.deadline < deadline):
+                deadline, wall_seconds = parent.deadline, parent.wall_seconds
+            quota_parent = parent if parent.token_quota is not None else parent.quota_parent
+            left = parent.tokens_left()
+            if left is not None:
+                token_quota = max(0, left if token_quota is None else min(token_quota, left))
         pid = self.journal.alloc_pid()
         p = Process(pid=pid, ppid=parent.pid, uid=uid, app=app, argv=list(argv), model=name, caps=caps,
                     priority=priority, weight=weight, token_quota=token_quota,
-                    max_children=cfg.max_children if max_children is None else max_children)
+                    max_children=cfg.max_children if max_children is None else max_children,
+                    deadline=deadline, wall_seconds=wall_seconds, quota_parent=quota_parent)
         self.procs[pid] = p
         parent.children.add(pid)
         self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
@@ -149,9 +205,29 @@ class KernelCore:
         self._tg.start_soon(self._run, p, program, name=f"pid {pid} {app}")
         return p
 
+    def _admit(self, uid: int) -> None:
+        """May ``uid`` have one more process?  EAGAIN if not (zombies count until reaped).
+
+        Per-uid limits come before the global one.  The last ``procs_reserve``
+        slots of the table (at most a quarter of it) are kept for uids with fewer than
+        ``procs_reserved_per_uid`` processes, so users who together fill the rest
+        of the table cannot lock a third one out.
+        """
+        cfg = self.config
+        mine = self._per_uid.get(uid, 0)
+        if mine >= cfg.max_procs_per_uid:
+            raise SyscallError(Errno.EAGAIN, f"uid {uid} has too many processes ({cfg.max_procs_per_uid})")
+        used = len(self.procs) - 1
+        reserve = min(cfg.procs_reserve, cfg.max_procs // 4)
+        if mine >= cfg.procs_reserved_per_uid and used >= cfg.max_procs - reserve:
+            raise SyscallError(Errno.EAGAIN, f"uid {uid} has used its share of the process table "
+                                             f"({used} of {cfg.max_procs} slots in use)")
+        if used >= cfg.max_procs:
+            raise SyscallError(Errno.EAGAIN, f"process table full ({cfg.max_procs})")
+
     async def _run(self, p: Process, program: Program) -> None:
         status, error, result = 0, None, None
-        with anyio.CancelScope() as scope:
+        with anyio.CancelScope(deadline=p.deadline if p.deadline is not None else math.inf) as scope:
             self._scopes[p.pid] = scope
             if p.pid in self._kill:
                 scope.cancel()
@@ -168,7 +244,11 @@ class KernelCore:
             except Exception as e:  # a bug in the program must not take the kernel down
                 status, error = 1, f"{type(e).__name__}: {e}"
         sig = self._kill.pop(p.pid, None)
-        if scope.cancelled_caught or sig is not None:
+        timed_out = p.deadline is not None and anyio.current_time() >= p.deadline
+        if scope.cancelled_caught and sig is None and timed_out:
+            exc = SyscallError(Errno.EDQUOT, f"{p.app}: wall-time quota of {p.wall_seconds or 0:g}s exceeded")
+            status, error, p.errno = 1, str(exc), int(exc.errno)
+        elif scope.cancelled_caught or sig is not None:
             sig = sig or Signal.KILL
             status, error = -int(sig), error or f"killed by SIG{sig.name}"
         with anyio.CancelScope(shield=True):
@@ -200,11 +280,15 @@ class KernelCore:
             result = repr(result)
         p.result, p.error, p.exit_status = result, error, status
         p.set_state(State.KILLED if killed else State.EXITED)
-        self._per_uid[p.uid] = self._per_uid.get(p.uid, 1) - 1
-        for cpid in list(p.children):  # orphans go to init, which reaps the dead ones
+        for cpid in list(p.children):  # orphans go to init, which reaps them as they end
             child = self.procs.get(cpid)
-            if child is not None:
-                child.ppid = INIT_PID
+            if child is None:
+                continue
+            child.ppid = INIT_PID
+            child.adopted = True
+            if child.ended:
+                self._reap(child)
+            else:
                 self.init.children.add(cpid)
         p.children.clear()
         self.events.publish(p.pid, kind="exit", exit_status=status, state=p.state.value, data=result)
@@ -214,15 +298,21 @@ class KernelCore:
         self._exited.set()
         self._exited = anyio.Event()
         parent = self.procs.get(p.ppid)
-        if parent is None or parent.ended:
+        if parent is None or parent.ended or p.adopted:
             self._reap(p)
 
     def _reap(self, p: Process) -> None:
+        """Drop an ended process from the table: its slot, its uid's count, what others kept for it."""
+        if p.reaped:
+            return
         p.reaped = True
-        self.procs.pop(p.pid, None)
+        if self.procs.pop(p.pid, None) is not None:
+            self._per_uid[p.uid] = self._per_uid.get(p.uid, 1) - 1
         parent = self.procs.get(p.ppid)
         if parent is not None:
             parent.children.discard(p.pid)
+        for hook in self.on_reap:
+            hook(p)
 
     async def wait(self, caller: Process, pid: int | None = None, timeout: float | None = None) -> Process:
         """Wait for a child (or, for init, any process) to end; reap and return it."""
@@ -341,67 +431,12 @@ class KernelCore:
 
         With ``context`` (a paged process's window, see kernel/memory.py) the driver
         sequence is made equal to it instead, keeping the KV of the common prefix;
-        ``token_ids`` is then only the new prompt, for accounting.
+        ``token_ids`` is then only the new prompt, for accounting.  The process's and
+        its ancestors' token quotas bound it (see :mod:`lmos.kernel.generation`).
         """
-        await self.checkpoint(p)
-        sched = self.scheduler(p.model)
-        drv = sched.driver
-        if max_tokens < 1:
-            raise SyscallError(Errno.EINVAL, "max_tokens must be >= 1")
-        if p.token_quota is not None:
-            left = p.token_quota - p.stats.generated_tokens
-            if left <= 0:
-                raise SyscallError(Errno.EDQUOT, f"token quota of {p.token_quota} used up")
-            max_tokens = min(max_tokens, left)
-        if sched.queued >= self.config.max_queue:
-            raise SyscallError(Errno.EAGAIN, f"model {p.model!r} run queue is full")
-        async with sched.lock:
-            if not p.has_seq:
-                if not (token_ids if context is None else context):
-                    raise SyscallError(Errno.EINVAL, "empty prompt")
-                drv.add(p.pid, token_ids if context is None else context, sampling)
-                p.has_seq = True
-                sched.kv.track(p.pid)
-            else:
-                if reset:
-                    drv.truncate(p.pid, 0)
-                drv.set_sampling(p.pid, sampling)
-                if context is not None:
-                    self.memory.sync(p.pid, drv, context)
-                elif token_ids:
-                    drv.append(p.pid, token_ids)
-                if drv.pending(p.pid) == 0:
-                    raise SyscallError(Errno.EINVAL, "empty prompt")
-            room = drv.limits.max_model_len - drv.length(p.pid)
-        if room <= 0:
-            raise SyscallError(Errno.E2BIG, f"context of {drv.limits.max_model_len} tokens is full")
-        req = GenRequest(pid=p.pid, max_tokens=min(max_tokens, room), stop=stop,
-                         stop_token_ids=stop_token_ids, tokenizer=drv.tokenizer,
-                         prompt_tokens=len(token_ids))
-        p.stats.prompt_tokens += len(token_ids)
-        p.request = req
-        sched.submit(p)
-        interrupted = False
-        try:
-            with anyio.CancelScope() as scope:
-                self._intr[p.pid] = scope
-                await req.done.wait()
-            interrupted = scope.cancelled_caught
-        finally:
-            self._intr.pop(p.pid, None)
-            if p.request is req:  # cancelled or interrupted before completion
-                sched.withdraw(p)
-                p.request = None
-                if p.state is State.READY:
-                    p.set_state(State.RUNNING)
-        if interrupted:
-            raise SyscallError(Errno.EINTR, "llm_generate interrupted by SIGINT")
-        if req.error is not None:
-            raise req.error
-        quota = p.token_quota
-        if req.finish_reason == "length" and quota is not None and p.stats.generated_tokens >= quota:
-            req.finish_reason = "quota"
-        return req
+        return await generation.generate(self, p, token_ids, reset=reset, sampling=sampling,
+                                         max_tokens=max_tokens, stop=stop, stop_token_ids=stop_token_ids,
+                                         context=context)
 
     def _on_token(self, p: Process, req: GenRequest, token: int, before: int) -> None:
         text = req.decoded[before:] if req.needs_text else req.new_text()
@@ -429,13 +464,3 @@ class _null:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def _operator_uid(db_path: str) -> int:
-    """The owner of the state directory (this process's user for an in-memory kernel)."""
-    if db_path == ":memory:":
-        return os.getuid()
-    try:
-        return os.stat(os.path.dirname(db_path) or ".").st_uid
-    except OSError:
-        return os.getuid()

@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 
-from lmos.drivers.base import Driver, Tokenizer
+from lmos.drivers.base import Driver, Tokenizer, encode_segments
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.kvsync import sync_sequence
 from lmos.kernel.memconfig import MemSettings, MemStats
@@ -42,8 +42,10 @@ _Snapshot = tuple[list[Page], list[tuple[Page, PageState, int, int]], int, int, 
 class ContextMemory:
     """One process's page table, core memory and window."""
 
-    def __init__(self, pid: int, tokenizer: Tokenizer, model_len: int, store: PageStore) -> None:
+    def __init__(self, pid: int, tokenizer: Tokenizer, model_len: int, store: PageStore,
+                 uid: int | None = None) -> None:
         self.pid = pid
+        self.uid = uid  # whose store quota the pages count against (kernel/quota.py)
         self.tok = tokenizer
         self.model_len = model_len
         self.store = store
@@ -104,8 +106,13 @@ class ContextMemory:
                 self._core_tokens = []
             else:
                 body = "".join(f"{k}: {v}\n" for k, v in sorted(self.core.items()))
-                self._core_tokens = self.tok.encode(f"[core memory]\n{body}[/core memory]\n")
+                self._core_tokens = self._plain(f"[core memory]\n{body}[/core memory]\n")
         return self._core_tokens
+
+    def _plain(self, text: str) -> list[int]:
+        """Tokens of kernel-written text that quotes what the process read (core memory values,
+        page titles in stubs): plain text, so a special-token string in them stays characters."""
+        return encode_segments(self.tok, [(text, True)])
 
     def _stub(self, run: list[Page]) -> list[int]:
         key = (run[0].id, run[-1].id, len(run))
@@ -113,7 +120,7 @@ class ContextMemory:
         if ids is None:
             if len(self._stubs) > 4096:
                 self._stubs.clear()
-            ids = self._stubs[key] = self.tok.encode(stub_text(run))
+            ids = self._stubs[key] = self._plain(stub_text(run))
         return ids
 
     def segments(self) -> list[tuple[list[Page], list[int]]]:
@@ -212,7 +219,7 @@ class ContextMemory:
         core = dict(self.core) if self._core_dirty else None
         self._core_dirty = False
         try:
-            await self.store.save(self.pid, dirty, core)
+            await self.store.save(self.pid, dirty, core, uid=self.uid)
         except BaseException:
             for p in dirty:
                 self._dirty.setdefault(p.id, p)
@@ -255,7 +262,7 @@ class ContextMemory:
     def _unevictable(self) -> int:
         """Tokens no eviction can free: core memory, pinned pages, and a stub's worth of slack."""
         pinned = sum(len(p.tokens) for p in self.pages if p.resident and p.pinned)
-        stub = len(self.tok.encode(stub_text([self.pages[0]]))) if self.pages else 0
+        stub = len(self._plain(stub_text([self.pages[0]]))) if self.pages else 0
         return len(self.core_tokens()) + pinned + 2 * stub
 
     # -- operations (each under the lock, each ends durable) -------------------
@@ -283,6 +290,7 @@ class ContextMemory:
         """Add a prompt as pages (recalling first, if on) and return the window to generate from."""
         if not ids:
             raise SyscallError(Errno.EINVAL, "empty prompt")
+        self._check_fits(len(ids))
         async with self.lock:
             snap = self._snapshot()
             self.turn += 1
@@ -305,10 +313,19 @@ class ContextMemory:
             await self._commit(snap, protect)
             return self.window_tokens()
 
+    def _check_fits(self, n: int) -> None:
+        """ENOSPC at once if ``n`` new tokens cannot fit even with every evictable page out
+        (cheaper than cutting them into pages first, which decodes every token)."""
+        floor = len(self.core_tokens()) + sum(len(p.tokens) for p in self.pages if p.resident and p.pinned)
+        if floor + n > self.high:
+            raise SyscallError(Errno.ENOSPC, f"pinned and new pages need more than the {self.high}-token "
+                               f"window of pid {self.pid}")
+
     async def append(self, ids: list[int], role: str, pinned: bool) -> list[Page]:
         """Add pages without generating (a system prompt, a tool result)."""
         if not ids:
             raise SyscallError(Errno.EINVAL, "empty page")
+        self._check_fits(len(ids))
         async with self.lock:
             snap = self._snapshot()
             added = self._add(role, ids, pinned)
@@ -385,12 +402,12 @@ class MemoryManager:
     store: PageStore
     mems: dict[int, ContextMemory] = field(default_factory=dict)
 
-    def get(self, pid: int, drv: Driver) -> ContextMemory:
+    def get(self, pid: int, drv: Driver, uid: int | None = None) -> ContextMemory:
         m = self.mems.get(pid)
         if m is None:
             if drv.tokenizer is None:
                 raise SyscallError(Errno.EINVAL, "context memory needs a model with a tokenizer")
-            m = self.mems[pid] = ContextMemory(pid, drv.tokenizer, drv.limits.max_model_len, self.store)
+            m = self.mems[pid] = ContextMemory(pid, drv.tokenizer, drv.limits.max_model_len, self.store, uid)
         return m
 
     def peek(self, pid: int) -> ContextMemory | None:

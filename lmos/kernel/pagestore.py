@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from lmos.kernel.journal import Journal
 from lmos.kernel.pages import Page, PageState
+from lmos.kernel.quota import CORE_BYTES, PAGE_BYTES, StoreQuota, page_bytes, text_bytes
 
 
 def pack_tokens(ids: list[int]) -> bytes:
@@ -46,20 +47,43 @@ _UPSERT = ("INSERT INTO mem_pages(pid, page, pos, role, title, text, tokens, nto
 class PageStore:
     """Reads and durable writes of one kernel's pages and core memory."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, quota: StoreQuota | None = None) -> None:
         self.journal = journal
+        self.quota = quota  # the per-uid store quota shared with files and kv (kernel/quota.py)
 
     @staticmethod
     def _row(pid: int, p: Page) -> tuple[object, ...]:
         return (pid, p.id, p.pos, p.role, p.title, p.text, pack_tokens(p.tokens), len(p.tokens),
                 p.state.value, int(p.pinned), p.last_use)
 
-    async def save(self, pid: int, pages: Iterable[Page], core: dict[str, str] | None = None) -> None:
-        """Write ``pages`` (and, if given, the whole core memory) in one committed transaction."""
+    async def save(self, pid: int, pages: Iterable[Page], core: dict[str, str] | None = None,
+                   uid: int | None = None) -> None:
+        """Write ``pages`` (and, if given, the whole core memory) in one committed transaction.
+
+        With ``uid`` (and a quota) the bytes they add are charged to that uid first: EDQUOT
+        refuses the whole write, so nothing of it is stored."""
+        pages = list(pages)
         rows = [self._row(pid, p) for p in pages]
         now = time.time()
 
+        def charge(c: sqlite3.Connection) -> None:
+            if self.quota is None or uid is None:
+                return
+            delta = sum(page_bytes(len(p.tokens), p.text, p.title) for p in pages)
+            ids = [p.id for p in pages]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                delta -= c.execute(f"SELECT COALESCE(SUM({PAGE_BYTES}), 0) FROM mem_pages WHERE pid=? AND "
+                                   f"page IN ({marks})", (pid, *chunk)).fetchone()[0]
+            if core is not None:
+                delta += sum(text_bytes(k, v) for k, v in core.items())
+                delta -= c.execute(f"SELECT COALESCE(SUM({CORE_BYTES}), 0) FROM mem_core WHERE pid=?",
+                                   (pid,)).fetchone()[0]
+            self.quota.charge(c, uid, delta, f"context memory of pid {pid}")
+
         def tx(c: sqlite3.Connection) -> None:
+            charge(c)
             if rows:
                 c.executemany(_UPSERT, rows)
             if core is not None:

@@ -1,12 +1,14 @@
 """The HTTP API: lmos's own endpoints over a running :class:`lmos.Kernel`.
 
-Every route is a thin translation to the facade or to a syscall made as init,
-so HTTP clients get exactly the kernel's semantics (capabilities, quotas,
-admission control, audit).  Processes started over HTTP run as ``uid``.  A
-client that disconnects from a pending completion cancels it, which kills
-the process and frees its KV, as cancelling an awaited ``Kernel.complete``
-does.  Streams are server-sent events; subscription happens inside the spawn
-syscall (``stream=True``), so no token is lost between spawn and subscribe.
+HTTP is a user, not init.  Each request is checked by
+:mod:`lmos.server.access` (Host, Origin, key, body type) and then acts as the
+principal its key maps to: its syscalls are made as that principal's session
+process (:mod:`lmos.server.session`), so the kernel's own checks (who may
+wait for, watch, signal or list which process; capabilities, quotas, audit)
+apply to HTTP exactly as to any program.  A client that disconnects from a
+pending completion cancels it, which kills the process and frees its KV.
+Streams are server-sent events subscribed inside the spawn syscall
+(``stream=True``), so no event is lost between spawn and subscribe.
 
 Routes (JSON bodies; errors ``{"error": {"errno", "message"}}`` with a 4xx/5xx):
 
@@ -14,31 +16,34 @@ Routes (JSON bodies; errors ``{"error": {"errno", "message"}}`` with a 4xx/5xx):
 * ``POST /v1/apps`` (install: files, grant, force), ``DELETE /v1/apps/{name}?force=true``
   (operator key only; see :mod:`lmos.server.apps`)
 * ``POST /v1/complete`` (``"stream": true`` for SSE), ``POST /v1/chat``
-* ``POST /v1/processes`` (spawn an app), ``GET /v1/processes`` (ps),
-  ``GET /v1/processes/{pid}``, ``GET /v1/processes/{pid}/events`` (SSE),
-  ``POST /v1/processes/{pid}/wait``, ``POST /v1/processes/{pid}/signal``,
-  ``DELETE /v1/processes/{pid}`` (kill)
+* ``POST /v1/processes`` (spawn an app; ``"stream": true``: its events as SSE from the start),
+  ``GET /v1/processes`` (ps), ``GET /v1/processes/{pid}``, ``GET /v1/processes/{pid}/events`` (SSE),
+  ``GET /v1/processes/{pid}/result`` (again and again), ``POST /v1/processes/{pid}/wait``,
+  ``POST /v1/processes/{pid}/signal``, ``DELETE /v1/processes/{pid}`` (kill)
 * OpenAI-compatible ``POST /v1/completions`` and ``POST /v1/chat/completions``
   (see :mod:`lmos.server.openai`)
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from lmos.errors import SyscallError
+from lmos.errors import Errno, SyscallError
 from lmos.server import apps, openai
+from lmos.server.access import Access, Principal
+from lmos.server.session import Session, Sessions, completion, reaped
 from lmos.server.wire import (
+    MAX_BODY,
     ChatReq,
     CompleteReq,
     HTTPError,
@@ -54,7 +59,17 @@ from lmos.server.wire import (
 from lmos.system import Kernel
 
 log = logging.getLogger("lmos.server")
-Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request acts as: the principal of its key and that principal's session process."""
+
+    who: Principal
+    me: Session
+
+
+Handler = Callable[[Request, Caller], Awaitable[Response]]
 
 
 def _pid(request: Request) -> int:
@@ -67,25 +82,24 @@ def _pid(request: Request) -> int:
 class API:
     """Route handlers bound to one kernel."""
 
-    def __init__(self, kernel: Kernel, *, uid: int, token: str | None = None) -> None:
+    def __init__(self, kernel: Kernel, *, access: Access, sessions: Sessions) -> None:
         self.k = kernel
-        self.uid = uid
-        self.token = token
+        self.access = access
+        self.sessions = sessions
 
-    def guard(self, fn: Handler) -> Handler:
-        """Auth, then errors to JSON: no handler lets an exception become a 500 page."""
+    def guard(self, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Access checks, then the caller's session, then errors to JSON: never a 500 page."""
 
         async def run(request: Request) -> Response:
-            if self.token is not None:
-                got = request.headers.get("authorization", "")
-                if not hmac.compare_digest(got.encode(), f"Bearer {self.token}".encode()):
-                    return error_response(401, "EACCES", "missing or wrong bearer token")
             try:
-                return await fn(request)
+                who = self.access.check(request)
+                return await fn(request, Caller(who, await self.sessions.get(who.uid)))
             except HTTPError as exc:
                 return error_response(exc.status, exc.errno, exc.message)
             except SyscallError as exc:
                 return from_syscall(exc)
+            except ClientDisconnect:  # gone mid-body: nobody to answer
+                return error_response(499, "EINTR", "client closed the connection")
             except Exception as exc:  # a bug here must not become an HTML page or a dropped connection
                 log.exception("%s %s failed", request.method, request.url.path)
                 return error_response(500, "EIO", f"internal error: {type(exc).__name__}: {exc}")
@@ -93,45 +107,45 @@ class API:
         return run
 
     # -- information -------------------------------------------------------
-    async def health(self, request: Request) -> Response:
+    async def health(self, request: Request, c: Caller) -> Response:
         from lmos import __version__
 
-        models = await self.k.syscall("model_list")
-        return json_response({"status": "ok", "version": __version__,
+        models = await c.me.call("model_list")
+        return json_response({"status": "ok", "version": __version__, "uid": c.who.uid,
                               "models": [m.name for m in models.models]})
 
-    async def models(self, request: Request) -> Response:
-        return json_response(await self.k.syscall("model_list"))
+    async def models(self, request: Request, c: Caller) -> Response:
+        return json_response(await c.me.call("model_list"))
 
-    async def apps(self, request: Request) -> Response:
-        return json_response(await self.k.syscall("app_list"))
+    async def apps(self, request: Request, c: Caller) -> Response:
+        return json_response(await c.me.call("app_list"))
 
     # -- generation ----------------------------------------------------------
-    async def complete(self, request: Request) -> Response:
+    async def complete(self, request: Request, c: Caller) -> Response:
         req = await decode(request, CompleteReq)
         if (req.prompt is None) == (req.token_ids is None):
             raise HTTPError(400, "EINVAL", "give exactly one of prompt and token_ids")
+        pid = await self.start_completion(c.me, req)
         if not req.stream:
-            prompt = req.prompt if req.prompt is not None else list(req.token_ids or [])
-            c = await until_disconnect(request, self.k.complete(
-                prompt, **_gen_args(req), model=req.model, priority=req.priority, uid=self.uid))
-            return json_response(c)
-        pid = await self.start_completion(req)
-        return StreamingResponse(self.complete_events(pid), media_type="text/event-stream")
+            w = await until_disconnect(request, reaped(c.me, pid))
+            return json_response(completion(pid, w))
+        events = self.follow(c.me, pid)
+        return StreamingResponse(self.complete_events(events), media_type="text/event-stream")
 
-    async def start_completion(self, req: CompleteReq) -> int:
+    async def start_completion(self, me: Session, req: CompleteReq) -> int:
+        """An ``llm.complete`` child of the caller's session (subscribed when ``req.stream``)."""
         gen: dict[str, Any] = {k: v for k, v in _gen_args(req).items() if v is not None}
         if req.prompt is not None:
             gen["prompt"] = req.prompt
         else:
             gen["token_ids"] = list(req.token_ids or [])
-        r = await self.k.syscall("spawn", app="llm.complete", argv=[json.dumps(gen)], model=req.model,
-                                 priority=req.priority, uid=self.uid, stream=True)
+        r = await me.call("spawn", app="llm.complete", argv=[json.dumps(gen)], model=req.model,
+                          priority=req.priority, stream=req.stream)
         return int(r.pid)
 
-    async def complete_events(self, pid: int) -> AsyncIterator[bytes]:
+    async def complete_events(self, events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[bytes]:
         """``token`` events, then ``done`` (the completion) or ``error``."""
-        async for kind, value in self.follow(pid):
+        async for kind, value in events:
             if kind == "token":
                 yield sse("token", {"text": value.text, "token_id": value.token_id})
             elif kind == "done":
@@ -139,84 +153,151 @@ class API:
             elif kind == "error":
                 yield sse("error", value)
 
-    async def follow(self, pid: int) -> AsyncIterator[tuple[str, Any]]:
-        """Token events of a streamed completion, then its result; the process dies with the client."""
+    def follow(self, me: Session, pid: int) -> AsyncIterator[tuple[str, Any]]:
+        """Token events of a streamed completion, then its result; the process dies with the client.
+
+        Call it right after the spawn: the subscription is claimed at the call.
+        """
+        return self._follow(me, pid, me.watched(pid))
+
+    async def _follow(self, me: Session, pid: int,
+                      events: AsyncIterator[Any]) -> AsyncIterator[tuple[str, Any]]:
         done = False
         try:
-            while True:
-                r = await self.k.syscall("events", pid=pid, timeout=None)
-                for ev in r.events:
-                    if ev.kind == "token":
-                        yield "token", ev
-                if r.ended:
-                    break
-            w = await self.k.wait(pid)
+            async for ev in events:
+                if ev.kind == "token":
+                    yield "token", ev
+            w = await me.wait(pid, keep=False)  # the stream hands the result on
             done = True
-            if w.exit_status != 0:
-                name, _, msg = (w.error or "EIO: failed").partition(": ")
-                yield "error", {"errno": name if msg else "EIO", "message": msg or name}
-            else:
-                yield "done", {**w.result, "pid": pid, "usage": msgspec.to_builtins(w.usage)}
+            try:
+                yield "done", completion(pid, w)
+            except SyscallError as exc:
+                yield "error", {"errno": exc.errno.name, "message": exc.message}
         finally:
             if not done:  # the client went away (or the server stops): end the process
-                await self.k.kill_and_reap(pid)
+                await me.kill_and_reap(pid)
 
-    async def chat(self, request: Request) -> Response:
+    async def chat(self, request: Request, c: Caller) -> Response:
         req = await decode(request, ChatReq)
         sampling: dict[str, Any] = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p),
                                                       ("seed", req.seed)) if v is not None}
+        # The agent process runs as the caller's uid (the facade spawns it, the request owns it alone).
         r = await until_disconnect(request, self.k.chat(
             req.messages, req.tools, max_steps=req.max_steps, max_tokens=req.max_tokens, model=req.model,
-            uid=self.uid, **sampling))
+            uid=c.who.uid, **sampling))
         return json_response(r)
 
     # -- processes -------------------------------------------------------------
-    async def spawn(self, request: Request) -> Response:
+    async def spawn(self, request: Request, c: Caller) -> Response:
         req = await decode(request, SpawnReq)
-        pid = await self.k.spawn(req.app, req.argv, model=req.model, priority=req.priority, weight=req.weight,
-                                 token_quota=req.token_quota, uid=self.uid)
-        return json_response({"pid": pid}, 201)
-
-    async def ps(self, request: Request) -> Response:
-        return json_response({"procs": await self.k.ps()})
-
-    async def proc(self, request: Request) -> Response:
-        pid = _pid(request)
-        for p in await self.k.ps():
-            if p.pid == pid:
-                return json_response(p)
-        raise HTTPError(404, "ESRCH", f"no such process {pid}")
-
-    async def events(self, request: Request) -> Response:
-        pid = _pid(request)
-        stream = self.k.stream(pid)  # subscribes now: ESRCH here is still a plain 404
+        r = await c.me.call("spawn", app=req.app, argv=req.argv, model=req.model, priority=req.priority,
+                            weight=req.weight, token_quota=req.token_quota, stream=req.stream)
+        pid = int(r.pid)
+        if not req.stream:
+            return json_response({"pid": pid}, 201)
+        events = c.me.watched(pid)
 
         async def body() -> AsyncIterator[bytes]:
-            async for ev in stream:
+            yield sse("spawn", {"pid": pid})
+            ended = False
+            async for ev in events:
+                ended = ended or ev.kind == "exit"
                 yield sse(ev.kind, msgspec.to_builtins(ev))
+            if ended:  # the exit event carried the result: reap now, keep it readable
+                await _collect(c.me, pid)
+
+        # A client that leaves a stream leaves the process running: GET .../result later.
+        return StreamingResponse(body(), status_code=201, media_type="text/event-stream",
+                                 headers={"location": f"/v1/processes/{pid}"})
+
+    async def ps(self, request: Request, c: Caller) -> Response:
+        return json_response({"procs": await _ps(c)})
+
+    async def proc(self, request: Request, c: Caller) -> Response:
+        pid = _pid(request)
+        for p in await _ps(c):
+            if p.pid == pid:
+                return json_response(p)
+        w = c.me.cached(pid)
+        if w is not None:
+            return json_response({"pid": pid, "state": w.state, "exit_status": w.exit_status, "reaped": True,
+                                  "usage": w.usage})
+        raise HTTPError(404, "ESRCH", f"no such process {pid}")
+
+    async def events(self, request: Request, c: Caller) -> Response:
+        pid = _pid(request)
+        w = c.me.cached(pid)
+        if w is not None:  # reaped already: its exit is all there is to see
+            evs: AsyncIterator[Any] = _one({"kind": "exit", "pid": pid, "state": w.state,
+                                            "exit_status": w.exit_status, "data": w.result})
+        else:
+            evs = await c.me.watch(pid)  # subscribes now, as the caller: ESRCH/EPERM are still plain 4xx
+
+        async def body() -> AsyncIterator[bytes]:
+            ended = False
+            async for ev in evs:
+                data = ev if isinstance(ev, dict) else msgspec.to_builtins(ev)
+                ended = ended or data["kind"] == "exit"
+                yield sse(data["kind"], data)
+            if ended and w is None:
+                await _collect(c.me, pid)
 
         return StreamingResponse(body(), media_type="text/event-stream")
 
-    async def wait(self, request: Request) -> Response:
+    async def wait(self, request: Request, c: Caller) -> Response:
         pid = _pid(request)
         raw = request.query_params.get("timeout")
         try:
             timeout = float(raw) if raw is not None else None
         except ValueError:
             raise HTTPError(400, "EINVAL", "timeout must be a number of seconds") from None
-        w = await self.k.syscall("wait", pid=pid, timeout=timeout)
+        return json_response(await until_disconnect(request, c.me.wait(pid, timeout)))
+
+    async def result(self, request: Request, c: Caller) -> Response:
+        """The result of a finished child, as often as asked; 409 EBUSY while it still runs."""
+        pid = _pid(request)
+        try:
+            w = await c.me.wait(pid, timeout=0)
+        except SyscallError as exc:
+            if exc.errno == Errno.ETIMEDOUT:
+                raise HTTPError(409, "EBUSY", f"process {pid} is still running (POST "
+                                f"/v1/processes/{pid}/wait waits for it)") from None
+            raise
         return json_response(w)
 
-    async def signal(self, request: Request) -> Response:
+    async def signal(self, request: Request, c: Caller) -> Response:
         pid = _pid(request)
         req = await decode(request, SignalReq)
-        await self.k.signal(pid, req.signal)
+        self._not_a_session(pid)
+        await c.me.call("kill", pid=pid, signal=req.signal)
         return json_response({"pid": pid, "signal": req.signal})
 
-    async def kill(self, request: Request) -> Response:
+    async def kill(self, request: Request, c: Caller) -> Response:
         pid = _pid(request)
-        await self.k.kill(pid)
+        self._not_a_session(pid)
+        await c.me.call("kill", pid=pid, signal="KILL")
         return json_response({"pid": pid, "signal": "KILL"})
+
+    def _not_a_session(self, pid: int) -> None:
+        if pid in self.sessions.pids():
+            raise HTTPError(403, "EPERM", f"process {pid} is an HTTP session (it ends with the server)")
+
+
+async def _ps(c: Caller) -> list[Any]:
+    """What the caller's session may see: the kernel lists only its uid's processes (see syscalls.access)."""
+    return list((await c.me.call("ps")).procs)
+
+
+async def _collect(me: Session, pid: int) -> None:
+    """Reap a child whose exit a client has just read (its result stays readable from the cache)."""
+    try:
+        await me.wait(pid, timeout=5)
+    except SyscallError:
+        pass  # not ours to reap (watched, not spawned, by this key)
+
+
+async def _one(ev: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    yield ev
 
 
 def _gen_args(req: CompleteReq) -> dict[str, Any]:
@@ -225,9 +306,20 @@ def _gen_args(req: CompleteReq) -> dict[str, Any]:
             "stop": req.stop, "stop_token_ids": req.stop_token_ids}
 
 
-def create_app(kernel: Kernel, *, uid: int, token: str | None = None) -> Starlette:
-    """The ASGI app for a kernel that is already running (``async with Kernel() as k``)."""
-    api = API(kernel, uid=uid, token=token)
+def create_app(kernel: Kernel, *, uid: int, token: str | None = None, keys: Mapping[str, int] | None = None,
+               allowed_hosts: set[str] | None = None, max_body: int = MAX_BODY,
+               sessions: Sessions | None = None) -> Starlette:
+    """The ASGI app for a kernel that is already running (``async with Kernel() as k``).
+
+    ``keys`` maps API keys to uids (``token`` is one more key, for ``uid``); with
+    none, every client acts as ``uid``.  ``allowed_hosts``: the Host header
+    values served (None: any; :func:`lmos.server.serve` always passes a list).
+    """
+    principals = dict(keys or {})
+    if token is not None:
+        principals[token] = uid
+    api = API(kernel, access=Access(uid=uid, keys=principals, allowed_hosts=allowed_hosts),
+              sessions=sessions or Sessions(kernel))
     compat = openai.OpenAI(api)
     g = api.guard
     routes = [
@@ -235,8 +327,8 @@ def create_app(kernel: Kernel, *, uid: int, token: str | None = None) -> Starlet
         Route("/v1/models", g(compat.models), methods=["GET"]),
         Route("/v1/lmos/models", g(api.models), methods=["GET"]),
         Route("/v1/apps", g(api.apps), methods=["GET"]),
-        Route("/v1/apps", g(lambda r: apps.install(api, r)), methods=["POST"]),
-        Route("/v1/apps/{name}", g(lambda r: apps.remove(api, r)), methods=["DELETE"]),
+        Route("/v1/apps", g(lambda r, c: apps.install(api, r, c)), methods=["POST"]),
+        Route("/v1/apps/{name}", g(lambda r, c: apps.remove(api, r, c)), methods=["DELETE"]),
         Route("/v1/complete", g(api.complete), methods=["POST"]),
         Route("/v1/chat", g(api.chat), methods=["POST"]),
         Route("/v1/processes", g(api.spawn), methods=["POST"]),
@@ -244,6 +336,7 @@ def create_app(kernel: Kernel, *, uid: int, token: str | None = None) -> Starlet
         Route("/v1/processes/{pid}", g(api.proc), methods=["GET"]),
         Route("/v1/processes/{pid}", g(api.kill), methods=["DELETE"]),
         Route("/v1/processes/{pid}/events", g(api.events), methods=["GET"]),
+        Route("/v1/processes/{pid}/result", g(api.result), methods=["GET"]),
         Route("/v1/processes/{pid}/wait", g(api.wait), methods=["POST"]),
         Route("/v1/processes/{pid}/signal", g(api.signal), methods=["POST"]),
         Route("/v1/completions", g(compat.completions), methods=["POST"]),
@@ -256,4 +349,7 @@ def create_app(kernel: Kernel, *, uid: int, token: str | None = None) -> Starlet
                               f"{request.method} {request.url.path}: " + ("no such route" if code == 404
                                                                          else "method not allowed"))
 
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.state.max_body = max_body
+    app.state.api = api
+    return app

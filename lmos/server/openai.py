@@ -23,6 +23,7 @@ from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from lmos.server.session import completion, reaped
 from lmos.server.wire import (
     CompleteReq,
     HTTPError,
@@ -36,7 +37,7 @@ from lmos.server.wire import (
 )
 
 if TYPE_CHECKING:
-    from lmos.server.app import API
+    from lmos.server.app import API, Caller
 
 
 class _Common(msgspec.Struct, kw_only=True):
@@ -84,21 +85,21 @@ class OpenAI:
     def __init__(self, api: API) -> None:
         self.api = api
 
-    async def _model(self, name: str) -> str | None:
-        names = [m.name for m in (await self.api.k.syscall("model_list")).models]
+    async def _model(self, c: Caller, name: str) -> str | None:
+        names = [m.name for m in (await c.me.call("model_list")).models]
         if name in names:
             return name
         if name in ("", "default"):
             return None
         raise HTTPError(404, "ENOENT", f"model {name!r} is not loaded (loaded: {', '.join(names)})")
 
-    async def models(self, request: Request) -> Response:
-        listed = (await self.api.k.syscall("model_list")).models
+    async def models(self, request: Request, c: Caller) -> Response:
+        listed = (await c.me.call("model_list")).models
         return json_response({"object": "list", "data": [
             {"id": m.name, "object": "model", "created": 0, "owned_by": "lmos", "driver": m.driver,
              "max_model_len": m.max_model_len} for m in listed]})
 
-    async def completions(self, request: Request) -> Response:
+    async def completions(self, request: Request, c: Caller) -> Response:
         req = await decode(request, CompletionsReq)
         req.check()
         if req.echo or (req.best_of or 1) > 1:
@@ -112,27 +113,26 @@ class OpenAI:
             prompt = str(req.prompt[0])
         else:
             raise HTTPError(400, "EINVAL", "prompt: one string, or one list of token ids, per request")
-        model = await self._model(req.model)
+        model = await self._model(c, req.model)
         native = CompleteReq(
             prompt=prompt if isinstance(prompt, str) else None,
             token_ids=None if isinstance(prompt, str) else [int(t) for t in prompt],
             max_tokens=req.max_tokens or 16, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
-            stop=req.stops(), model=model)
+            stop=req.stops(), model=model, stream=req.stream)
         cid, created, name = f"cmpl-{uuid.uuid4().hex}", int(time.time()), req.model
+        pid = await self.api.start_completion(c.me, native)
         if not req.stream:
-            prompt_arg = native.prompt if native.prompt is not None else list(native.token_ids or [])
-            c = await until_disconnect(request, self.api.k.complete(
-                prompt_arg, max_tokens=native.max_tokens, temperature=native.temperature, top_p=native.top_p,
-                seed=native.seed, stop=native.stop, model=model, uid=self.api.uid))
+            r = completion(pid, await until_disconnect(request, reaped(c.me, pid)))
             return json_response({
                 "id": cid, "object": "text_completion", "created": created, "model": name,
-                "choices": [{"index": 0, "text": c.text, "finish_reason": _finish(c.finish_reason),
+                "choices": [{"index": 0, "text": r["text"], "finish_reason": _finish(r["finish_reason"]),
                              "logprobs": None}],
-                "usage": _usage(c.prompt_tokens, c.completion_tokens)})
-        pid = await self.api.start_completion(native)
+                "usage": _usage(r["prompt_tokens"], r["completion_tokens"])})
+
+        events = self.api.follow(c.me, pid)
 
         async def body() -> AsyncIterator[bytes]:
-            async for kind, value in self.api.follow(pid):
+            async for kind, value in events:
                 chunk: dict[str, Any] = {"id": cid, "object": "text_completion", "created": created,
                                          "model": name}
                 if kind == "token":
@@ -149,12 +149,12 @@ class OpenAI:
 
         return StreamingResponse(body(), media_type="text/event-stream")
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Request, c: Caller) -> Response:
         req = await decode(request, ChatCompletionsReq)
         req.check()
         if not req.messages:
             raise HTTPError(400, "EINVAL", "messages must not be empty")
-        model = await self._model(req.model)
+        model = await self._model(c, req.model)
         sampling: dict[str, Any] = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p),
                                                       ("seed", req.seed)) if v is not None}
         if req.stop is not None:
@@ -162,7 +162,7 @@ class OpenAI:
                             "sets its own)")
         r = await until_disconnect(request, self.api.k.chat(
             req.messages, [], max_steps=1, max_tokens=req.max_completion_tokens or req.max_tokens or 256,
-            model=model, uid=self.api.uid, **sampling))
+            model=model, uid=c.who.uid, **sampling))
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         usage = _usage(r.usage.prompt_tokens, r.usage.completion_tokens)
         message = {"role": "assistant", "content": r.text}

@@ -25,6 +25,8 @@ STATUS: dict[Errno, int] = {
     Errno.EINVAL: 400, Errno.EFAULT: 400, Errno.E2BIG: 413, Errno.ENOENT: 404, Errno.ESRCH: 404,
     Errno.EPERM: 403, Errno.EACCES: 403, Errno.EEXIST: 409, Errno.EAGAIN: 429, Errno.EBUSY: 409,
     Errno.ECHILD: 404, Errno.ETIMEDOUT: 504, Errno.ENOMEM: 503, Errno.ECANCELED: 409,
+    Errno.EDQUOT: 429, Errno.ENOSPC: 507, Errno.EFBIG: 413, Errno.ENOTDIR: 400, Errno.EISDIR: 400,
+    Errno.EROFS: 403, Errno.EINTR: 409, Errno.ENOSYS: 501, Errno.ENOTEMPTY: 409,
 }
 
 Tokens = Annotated[int, Meta(ge=1, le=1 << 20)]
@@ -66,6 +68,7 @@ class SpawnReq(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     priority: int = 0
     weight: Annotated[float, Meta(gt=0.0)] = 1.0
     token_quota: Annotated[int, Meta(ge=1)] | None = None
+    stream: bool = False  # answer with the process's events (SSE), subscribed at spawn
 
 
 class SignalReq(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -95,17 +98,43 @@ def from_syscall(exc: SyscallError) -> Response:
 T = TypeVar("T")
 
 
+MAX_BODY = 8 << 20
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it passes the limit: a declared length over it is
+    refused unread, and a chunked one is counted while it streams in, never buffered whole first."""
+    limit: int = getattr(request.app.state, "max_body", MAX_BODY)
+    declared = request.headers.get("content-length")
+    too_big = HTTPError(413, "E2BIG", f"request body over {limit} bytes")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise too_big
+        except ValueError:
+            raise HTTPError(400, "EINVAL", "bad Content-Length") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def decode(request: Request, kind: type[T]) -> T:
     """The body as ``kind``; HTTPError 400 with msgspec's one-line reason otherwise."""
-    body = await request.body()
-    if len(body) > 8 << 20:
-        raise HTTPError(413, "E2BIG", "request body over 8 MiB")
+    body = await read_body(request)
     try:
         return msgspec.json.decode(body or b"{}", type=kind)
     except msgspec.ValidationError as exc:
         raise HTTPError(400, "EINVAL", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise HTTPError(400, "EINVAL", f"body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string: the client's fault, not a 500
+        raise HTTPError(400, "EINVAL", f"body is not valid UTF-8 JSON: bad byte at offset {exc.start}") \
+            from None
 
 
 def sse(event: str | None, data: Any) -> bytes:

@@ -175,7 +175,7 @@ def service(ctx: Ctx) -> AppService:
 
 
 def _operator(ctx: Ctx, what: str) -> None:
-    if not ctx.kernel.is_operator(ctx.proc.uid):
+    if not ctx.kernel.is_operator(ctx.proc.uid, ctx.proc.pid):
         raise SyscallError(Errno.EPERM, f"{what} needs the operator (the owner of the state directory)")
 
 

@@ -6,13 +6,25 @@ own markers as single tokens (the built-in model) gets ``"lmos"``; one whose
 chat template knows about tools (Qwen2, Hermes ...) gets ``"template"`` and
 the rendering done by ``apply_chat_template``; anything else (the scripted test
 driver, plain models) gets ``"lmos"`` rendered as text.
+
+A template rendering also comes back as ``segments`` (see :mod:`lmos.chatformat`):
+control-token strings inside the messages and tool schemas are marked before
+the template runs, so they come out as *data* segments, which ``llm_generate``
+tokenizes as plain text, while the control tokens the template writes itself
+stay framing.  Roles must be plain words, since templates paste them into
+markers (``'<|' + role + '|>'``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Annotated, Any
 
-from lmos.chatformat import CALL
+import msgspec
+from msgspec import Meta
+
+from lmos.chatformat import CALL, mark_controls, segments_text, split_marked
+from lmos.drivers.base import control_tokens
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import Req, Resp
@@ -22,7 +34,7 @@ if TYPE_CHECKING:
 
 
 class ChatFormat(Req):
-    messages: list[dict[str, Any]] | None = None  # render these (template models only)
+    messages: Annotated[list[dict[str, Any]], Meta(max_length=1 << 16)] | None = None  # template models only
     tools: list[dict[str, Any]] | None = None
     add_generation_prompt: bool = True
 
@@ -31,6 +43,11 @@ class ChatFormatReply(Resp):
     format: str  # "lmos" | "template"
     text: str = ""  # the rendering, when messages were given and format is "template"
     bos: str = ""  # text of the BOS token a fresh context should start with, if any
+    # the rendering as (text, is_data) pieces for llm_generate(segments=...): joined, they are ``text``
+    segments: list[tuple[str, bool]] = msgspec.field(default_factory=list)
+
+
+_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")
 
 
 def detect(tokenizer: Any) -> str:
@@ -52,13 +69,22 @@ async def sys_chat_format(ctx: Ctx, req: ChatFormat) -> ChatFormatReply:
     bos = str(getattr(hf, "bos_token", None) or "") if hf is not None else ""
     if fmt != "template" or req.messages is None or hf is None:
         return ChatFormatReply(format=fmt, bos=bos)
+    for m in req.messages:
+        role = m.get("role")
+        if isinstance(role, str) and not _ROLE.fullmatch(role):
+            raise SyscallError(Errno.EINVAL, f"bad chat role {role[:40]!r} (a plain word)")
+    controls = getattr(tok, "controls", None) or control_tokens(hf)[0]
+    messages, tools = req.messages, req.tools or None
+    if controls is not None:
+        messages, tools = mark_controls(messages, controls), mark_controls(tools, controls)
     try:
         text = hf.apply_chat_template(
-            req.messages,
-            tools=req.tools or None,
+            messages,
+            tools=tools,
             tokenize=False,
             add_generation_prompt=req.add_generation_prompt,
         )
     except Exception as exc:  # a template error is the caller's bad input
         raise SyscallError(Errno.EINVAL, f"chat template failed: {type(exc).__name__}: {exc}") from None
-    return ChatFormatReply(format=fmt, text=str(text), bos=bos)
+    segments = split_marked(str(text))
+    return ChatFormatReply(format=fmt, text=segments_text(segments), bos=bos, segments=segments)

@@ -11,6 +11,7 @@ import base64
 from typing import TYPE_CHECKING, Any
 
 from lmos.errors import Errno, SyscallError
+from lmos.syscalls.audit import host_audit
 from lmos.syscalls.types import GenerateReply, PidInfo, ProcInfo, TimeReply, TraceEntry, WaitReply
 
 if TYPE_CHECKING:
@@ -35,6 +36,12 @@ class Sys:
     async def getpid(self) -> PidInfo:
         r: PidInfo = await self.call("getpid")
         return r
+
+    async def report_violation(self, detail: str) -> None:
+        """Host side of a sandbox run (``lmos.userland.codeapp``): audit that a guard refused
+        something.  Not a syscall a program can make (see :mod:`lmos.syscalls.audit`)."""
+        with host_audit():
+            await self._table.call(self.pid, "audit", {"event": "sandbox_violation", "detail": detail})
 
     async def exit(self, status: int = 0, result: Any = None) -> None:
         await self.call("exit", status=status, result=result)

@@ -8,7 +8,9 @@ models read and write, or with ``binary`` as base64 (``data_b64``), so any
 file round-trips through JSON (sandboxed code, the HTTP API).  Sizes are bytes.
 Overwriting and deleting are irreversible and go through the confirmation
 policy; reading a file written by someone else, or by a tainted process,
-taints the reader.
+taints the reader, and so does listing a directory with such entries (a file
+name is text another party chose).  A tainted process appending to an
+existing file needs confirmation too.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ async def sys_fs_write(ctx: Ctx, req: FsWrite) -> FsWriteReply:
     """Create (``create``: EEXIST if present), replace (``overwrite``) or extend (``append``) a file.
 
     The content is ``data`` (text) or ``data_b64`` (base64 bytes), exactly one.
-    Replacing an existing file needs the user's confirmation.  The reply means
+    Replacing an existing file needs the user's confirmation, and so does appending
+    to one from a tainted process.  The reply means
     the write is committed to the kernel's database.
     """
     p = ctx.proc
@@ -148,6 +151,9 @@ async def sys_fs_write(ctx: Ctx, req: FsWrite) -> FsWriteReply:
         if (await fs.stat(p.uid, path)).kind == "dir":  # fail before asking the user for nothing
             raise SyscallError(Errno.EISDIR, f"is a directory: {path}")
         await confirm.require(ctx, "overwrite", path, f"{len(data)} bytes")
+    elif mode == "append" and p.tainted and await fs.exists(p.uid, path):
+        # an injected process could append instructions to a file the user or another program trusts
+        await confirm.require(ctx, "append to", path, f"{len(data)} bytes")
     r = await fs.write(p.uid, path, data, mode=mode, writer=p.uid, tainted=p.tainted)
     return FsWriteReply(path=r.path, size=r.size, created=r.created)
 
@@ -158,6 +164,8 @@ async def sys_fs_list(ctx: Ctx, req: FsList) -> FsListReply:
     path = normalize(req.path)
     files = ctx.kernel.files
     entries = await (files.tree if req.recursive else files.listdir)(ctx.proc.uid, path)
+    if any(e.tainted or e.owner != ctx.proc.uid for e in entries):
+        confirm.taint(ctx.proc)  # names chosen by someone else (or by a tainted process) are data too
     return FsListReply(path=path, entries=[info(e) for e in entries])
 
 

@@ -17,6 +17,8 @@ from msgspec import Meta
 
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.events import Event
+from lmos.syscalls.access import check_observe
+from lmos.syscalls.confirm import taint
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import Empty, Pid, Req, Resp, Seconds
 
@@ -94,7 +96,10 @@ def subscribe(sys: Syscalls, watcher: int, target: int) -> None:
     """Subscribe ``watcher`` to ``target``'s events (idempotent)."""
     key = (watcher, target)
     if key not in sys.subs:
-        sys.subs[key] = sys.kernel.events.subscribe(target)
+        # a uid's subscribers share one byte budget; init's (the host's) do not
+        w = sys.kernel.procs.get(watcher)
+        owner = w.uid if w is not None and w is not sys.kernel.init else None
+        sys.subs[key] = sys.kernel.events.subscribe(target, owner)
         sys.kernel.watch(target)
 
 
@@ -112,16 +117,20 @@ async def sys_write(ctx: Ctx, req: Write) -> Empty:
 
 @syscall(10, "events", Events, EventsReply, blocking=True)
 async def sys_events(ctx: Ctx, req: Events) -> EventsReply:
-    """Events of process ``pid`` since the last call (tokens, output, state, exit); long-polls."""
+    """Events of process ``pid`` since the last call (tokens, output, state, exit); long-polls.
+
+    The caller may watch itself and its descendants; with ``proc``, any process of its uid.
+    """
     target = ctx.kernel.procs.get(req.pid)
     key = (ctx.proc.pid, req.pid)
     recv: MemoryObjectReceiveStream[Event] | None = ctx.sys.subs.get(key)
     if recv is None:
         if target is None:
             raise SyscallError(Errno.ESRCH, f"no such process {req.pid}")
-        if ctx.proc.uid != 0 and target.uid != ctx.proc.uid:
-            raise SyscallError(Errno.EPERM, f"process {req.pid} belongs to another user")
+        check_observe(ctx.kernel, ctx.proc, target, "events")
         if target.ended:
+            if target.tainted or target.uid != ctx.proc.uid:
+                taint(ctx.proc)
             return EventsReply(events=[EventInfo(kind="exit", pid=req.pid, ts=0.0, state=target.state.value,
                                                  exit_status=target.exit_status, data=target.result)],
                                ended=True)
@@ -149,6 +158,8 @@ async def sys_events(ctx: Ctx, req: Events) -> EventsReply:
             ended = True
     if any(e.kind in ("exit", "overflow") for e in out):
         ended = True
+    if out and target is not None and (target.tainted or target.uid != ctx.proc.uid):
+        taint(ctx.proc)  # the output of a tainted process (or another user's) is untrusted data
     if ended:
         ctx.sys.subs.pop(key, None)
         recv.close()

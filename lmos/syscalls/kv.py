@@ -8,6 +8,11 @@ calls need capability ``kv``; like every syscall they are checked and audited
 by the one dispatch path, and the ``kv_get``/``kv_set`` tools are thin wrappers
 over them.  Keys are 1-256 characters without control characters; values are
 text up to 64 KiB (UTF-8), and a user holds at most 10,000 keys.
+
+Taint follows the values: one written by a tainted process (it had read
+untrusted content) is marked, and reading it taints the reader, as files do.
+A tainted process replacing or deleting an existing value needs the user's
+confirmation (the value may be a preference or a plan another program trusts).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from msgspec import Meta
 
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.files import MAX_KV_KEY, MAX_KV_KEYS, MAX_KV_VALUE
+from lmos.syscalls import confirm
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import Req, Resp
 
@@ -76,29 +82,46 @@ def _check_key(key: str) -> str:
 @syscall(80, "kv_get", KvGet, KvValue, cap="kv")
 async def sys_kv_get(ctx: Ctx, req: KvGet) -> KvValue:
     """The value stored under ``key`` by the caller's user; ENOENT if there is none."""
-    value = await ctx.kernel.files.kv_get(ctx.proc.uid, _check_key(req.key))
-    if value is None:
+    entry = await ctx.kernel.files.kv_entry(ctx.proc.uid, _check_key(req.key))
+    if entry is None:
         raise SyscallError(Errno.ENOENT, f"no such key: {req.key}")
+    value, tainted = entry
+    if tainted:
+        confirm.taint(ctx.proc)
     return KvValue(key=req.key, value=value)
 
 
 @syscall(81, "kv_set", KvSet, KvSetReply, cap="kv")
 async def sys_kv_set(ctx: Ctx, req: KvSet) -> KvSetReply:
-    """Store ``value`` under ``key`` (replacing any old value); committed when it returns."""
+    """Store ``value`` under ``key`` (replacing any old value); committed when it returns.
+
+    From a tainted process, replacing an existing value needs confirmation.
+    """
     size = len(req.value.encode("utf-8"))
     if size > MAX_KV_VALUE:
         raise SyscallError(Errno.E2BIG, f"value is {size} bytes; the limit is {MAX_KV_VALUE}")
-    created = await ctx.kernel.files.kv_set(ctx.proc.uid, _check_key(req.key), req.value)
+    p, files = ctx.proc, ctx.kernel.files
+    key = _check_key(req.key)
+    if p.tainted and await files.kv_entry(p.uid, key) is not None:
+        await confirm.require(ctx, "overwrite kv key", key, f"{size} bytes")
+    created = await files.kv_set(p.uid, key, req.value, tainted=p.tainted)
     return KvSetReply(key=req.key, created=created)
 
 
 @syscall(82, "kv_list", KvList, KvListReply, cap="kv")
 async def sys_kv_list(ctx: Ctx, req: KvList) -> KvListReply:
     """The caller's keys that start with ``prefix``, sorted, at most ``limit`` of them."""
-    return KvListReply(keys=await ctx.kernel.files.kv_list(ctx.proc.uid, req.prefix, req.limit))
+    keys = await ctx.kernel.files.kv_keys(ctx.proc.uid, req.prefix, req.limit)
+    if any(tainted for _, tainted in keys):
+        confirm.taint(ctx.proc)  # a key a tainted process named is text it chose
+    return KvListReply(keys=[key for key, _ in keys])
 
 
 @syscall(83, "kv_delete", KvDelete, KvDeleteReply, cap="kv")
 async def sys_kv_delete(ctx: Ctx, req: KvDelete) -> KvDeleteReply:
     """Remove ``key``; ``removed`` says whether it existed (deleting a missing key is not an error)."""
-    return KvDeleteReply(removed=await ctx.kernel.files.kv_delete(ctx.proc.uid, _check_key(req.key)))
+    p, files = ctx.proc, ctx.kernel.files
+    key = _check_key(req.key)
+    if p.tainted and await files.kv_entry(p.uid, key) is not None:
+        await confirm.require(ctx, "delete kv key", key)
+    return KvDeleteReply(removed=await files.kv_delete(p.uid, key))

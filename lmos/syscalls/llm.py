@@ -1,24 +1,50 @@
 """The ``llm_generate`` syscall: think, as a process, on the shared model.
 
-The prompt (text or token ids) is appended to the calling process's context
-(its driver sequence), or replaces it with ``reset``.  Sampling fields left as
-``None`` take the model's defaults (its generation config), the same way
-``model.generate`` does.  The call returns when the request completes: on the
-model's end-of-sequence token, a stop string, ``max_tokens`` or the quota.
+The prompt (text, segments of framing and data, or token ids) is appended to
+the calling process's context (its driver sequence), or replaces it with
+``reset``.  Sampling fields left as ``None`` take the model's defaults (its
+generation config), the same way ``model.generate`` does.  The call returns
+when the request completes: on the model's end-of-sequence token, a stop
+string, ``max_tokens`` or the quota.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lmos.drivers.base import SamplingParams
+from lmos.drivers.base import Driver, SamplingParams, encode_segments
 from lmos.errors import Errno, SyscallError
+from lmos.kernel.tokenize import check_length, off_loop
 from lmos.syscalls.mem import paged_generate
 from lmos.syscalls.registry import syscall
-from lmos.syscalls.types import GenerateReply, LlmGenerate
+from lmos.syscalls.types import MAX_PROMPT_CHARS, GenerateReply, LlmGenerate
 
 if TYPE_CHECKING:
     from lmos.syscalls.table import Ctx
+
+
+def prompt_ids(drv: Driver, model: str, req: LlmGenerate) -> list[int]:
+    """The token ids of the request's ``prompt``, ``segments`` or ``token_ids`` (at most one).
+
+    ``prompt`` is the caller's own text and may contain control tokens on purpose;
+    ``segments`` mark which parts are data (see :mod:`lmos.chatformat`), and a
+    control-token string in a data part stays plain text.
+    """
+    given = [f for f in ("prompt", "segments", "token_ids") if getattr(req, f) is not None]
+    if len(given) > 1:
+        both = " and ".join(given)
+        raise SyscallError(Errno.EINVAL, f"give one of prompt, segments and token_ids, not {both}")
+    if req.prompt or req.segments:
+        if drv.tokenizer is None:
+            raise SyscallError(Errno.EINVAL, f"model {model!r} has no tokenizer: pass token_ids")
+        if req.prompt:
+            return drv.tokenizer.encode(req.prompt)
+        segments = req.segments or []
+        size = sum(len(text) for text, _ in segments)
+        if size > MAX_PROMPT_CHARS:
+            raise SyscallError(Errno.E2BIG, f"prompt of {size} characters; the limit is {MAX_PROMPT_CHARS}")
+        return encode_segments(drv.tokenizer, segments)
+    return list(req.token_ids or [])
 
 
 def merge_sampling(base: SamplingParams, req: LlmGenerate) -> SamplingParams:
@@ -38,14 +64,10 @@ async def sys_llm_generate(ctx: Ctx, req: LlmGenerate) -> GenerateReply:
     p = ctx.proc
     sched = ctx.kernel.scheduler(p.model)
     drv = sched.driver
-    if req.prompt is not None and req.token_ids is not None:
-        raise SyscallError(Errno.EINVAL, "give prompt or token_ids, not both")
-    if req.prompt:
-        if drv.tokenizer is None:
-            raise SyscallError(Errno.EINVAL, f"model {p.model!r} has no tokenizer: pass token_ids")
-        ids = drv.tokenizer.encode(req.prompt)
-    else:
-        ids = list(req.token_ids or [])
+    chars = len(req.prompt or "") + sum(len(text) for text, _ in req.segments or ())
+    if chars:  # refuse what cannot fit before tokenizing, then tokenize off the event loop
+        check_length(drv.tokenizer, chars, drv.limits.max_model_len)
+    ids = await off_loop(chars, lambda: prompt_ids(drv, p.model, req))
     vocab = getattr(drv, "vocab_size", None)
     if vocab is not None and any(t >= vocab for t in ids):
         raise SyscallError(Errno.EINVAL, f"token id out of range for a vocabulary of {vocab}")

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 from msgspec import Meta
 
-from lmos.drivers.base import SamplingParams
+from lmos.drivers.base import SamplingParams, encode_segments
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.memory import ContextMemory
 from lmos.kernel.request import GenRequest
+from lmos.kernel.tokenize import check_length, off_loop
+from lmos.syscalls.access import check_observe
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import Empty, Pid, Req, Resp
 
@@ -146,6 +148,7 @@ class MemAppend(Req):
     text: Annotated[str, Meta(min_length=1, max_length=1 << 24)]
     role: Annotated[str, Meta(min_length=1, max_length=32)] = "user"
     pin: bool = False
+    data: bool = False  # the text came from elsewhere (a tool result, a file): no special tokens in it
 
 
 class MemAppendReply(Resp):
@@ -155,7 +158,7 @@ class MemAppendReply(Resp):
 
 def memory(ctx: Ctx, p: Process | None = None) -> ContextMemory:
     p = p or ctx.proc
-    return ctx.kernel.memory.get(p.pid, ctx.kernel.scheduler(p.model).driver)
+    return ctx.kernel.memory.get(p.pid, ctx.kernel.scheduler(p.model).driver, p.uid)
 
 
 async def paged_generate(ctx: Ctx, ids: list[int], role: str, pin: bool, sampling: SamplingParams,
@@ -179,8 +182,7 @@ async def paged_generate(ctx: Ctx, ids: list[int], role: str, pin: bool, samplin
 async def sys_mem_stat(ctx: Ctx, req: MemStat) -> MemStatReply:
     """Context memory and KV figures of a process (the shell's ``mem`` and ``top``)."""
     p = ctx.kernel.get(ctx.proc.pid if req.pid is None else req.pid)
-    if p.uid != ctx.proc.uid and ctx.proc.uid != 0:
-        raise SyscallError(Errno.EPERM, f"process {p.pid} belongs to another user")
+    check_observe(ctx.kernel, ctx.proc, p, "mem_stat")  # as ps: own tree, or own uid with proc
     out = MemStatReply(pid=p.pid, paged=False)
     sched = ctx.kernel.schedulers.get(p.model)
     if sched is not None and p.has_seq:
@@ -253,7 +255,14 @@ async def sys_mem_ctl(ctx: Ctx, req: MemCtl) -> MemCtlReply:
 
 @syscall(46, "mem_append", MemAppend, MemAppendReply, cap="mem")
 async def sys_mem_append(ctx: Ctx, req: MemAppend) -> MemAppendReply:
-    """Add text to the paged context without generating (a system prompt, a tool result)."""
+    """Add text to the paged context without generating (a system prompt, a tool result).
+
+    With ``data`` the text is tokenized as plain text: a special-token string in
+    a tool result or a file stays characters and cannot forge a turn.
+    """
     m = memory(ctx)
-    pages = await m.append(m.tok.encode(req.text), req.role, req.pin)
+    check_length(m.tok, len(req.text), m.limit, "text")  # new pages must fit the window: refuse early
+    ids = await off_loop(len(req.text), lambda: encode_segments(m.tok, [(req.text, True)]) if req.data
+                         else m.tok.encode(req.text))
+    pages = await m.append(ids, req.role, req.pin)
     return MemAppendReply(pages=[pg.id for pg in pages], window_tokens=m.window_len())

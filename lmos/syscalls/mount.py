@@ -71,7 +71,7 @@ def _info(m: Mount, show_host: bool = True) -> MountInfo:
 
 
 def _need_operator(ctx: Ctx, what: str) -> None:
-    if not ctx.kernel.is_operator(ctx.proc.uid):
+    if not ctx.kernel.is_operator(ctx.proc.uid, ctx.proc.pid):
         raise SyscallError(Errno.EPERM, f"only the operator may {what} (uid {ctx.kernel.operator_uid} "
                            "or root)")
 
@@ -142,7 +142,7 @@ async def sys_fs_mount(ctx: Ctx, req: FsMount) -> MountInfo:
         raise SyscallError(Errno.EINVAL, "only read-only mounts are supported (ro=true)")
     path = normalize(req.path)
     # Root acting for the host (init, or a root shell) answers for the state directory's owner.
-    who = ctx.proc.uid or ctx.kernel.operator_uid
+    who = ctx.kernel.operator_uid if ctx.proc.uid == 0 or ctx.proc.pid == 1 else ctx.proc.uid
     real = check_host_folder(req.host_path, who)
     files = ctx.kernel.files
     if await files.exists(ctx.proc.uid, path) and (await files.stat(ctx.proc.uid, path)).kind != "dir":
@@ -160,5 +160,5 @@ async def sys_fs_umount(ctx: Ctx, req: FsUmount) -> MountInfo:
 @syscall(57, "fs_mounts", FsMounts, FsMountsReply)
 async def sys_fs_mounts(ctx: Ctx, req: FsMounts) -> FsMountsReply:
     """The mount points (host folders are shown to the operator only)."""
-    op = ctx.kernel.is_operator(ctx.proc.uid)
+    op = ctx.kernel.is_operator(ctx.proc.uid, ctx.proc.pid)
     return FsMountsReply(mounts=[_info(m, op) for m in ctx.kernel.files.mounts.all()])

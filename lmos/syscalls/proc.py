@@ -10,7 +10,10 @@ import anyio
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.kernel import INIT_PID, ProcessExit
 from lmos.kernel.process import Process, Signal
+from lmos.syscalls.access import check_observe, may_observe
+from lmos.syscalls.audit import decision_for
 from lmos.syscalls.caps import subset
+from lmos.syscalls.confirm import taint
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import (
     Audit,
@@ -65,7 +68,11 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
     """Start app ``app`` as a child process; returns its pid.
 
     The child's capabilities are ``caps`` or the app's own, and must all be
-    granted by the caller's (no escalation).  Only root may choose another uid.
+    granted by the caller's (no escalation; a ``net:`` pattern must be provably
+    within one of the caller's).  The child runs as the caller's uid; init's
+    children (the embedding API) as the host's (``KernelCore.host_uid``, never
+    root by accident).  Only root may choose another uid.  Priority, weight,
+    token quota and wall time are clamped to the caller's (see ``KernelCore.spawn``).
     """
     parent = ctx.proc
     spec = ctx.sys.programs.take(req.app, parent.pid)
@@ -77,9 +84,9 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
     if missing:
         lacking = ", ".join(sorted(missing))
         raise SyscallError(Errno.EPERM, f"cannot grant capabilities the caller lacks: {lacking}")
-    uid = parent.uid
-    if req.uid is not None and req.uid != parent.uid:
-        if parent.uid != 0:
+    uid = parent.uid  # init's is the host's (KernelCore.host_uid): never root by accident
+    if req.uid is not None and req.uid != uid:
+        if parent.uid != 0 and parent.pid != INIT_PID:
             raise SyscallError(Errno.EPERM, "only root may spawn as another uid")
         uid = req.uid
     sys = ctx.sys
@@ -88,10 +95,12 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
     async def entry(proc: Process) -> Any:
         return await main(sys.client(proc.pid), proc.argv)
 
-    quota = req.token_quota if req.token_quota is not None else spec.token_quota
+    quotas = [q for q in (req.token_quota, spec.token_quota) if q is not None]
+    quota = min(quotas) if quotas else None  # asking for more than the app's own quota gets the app's
     child = ctx.kernel.spawn(entry, parent=parent, app=spec.name, argv=list(req.argv),
                              model=req.model or spec.model, uid=uid, caps=caps, priority=req.priority,
-                             weight=req.weight, token_quota=quota, max_children=spec.max_children)
+                             weight=req.weight, token_quota=quota, max_children=spec.max_children,
+                             wall_seconds=spec.wall_seconds)
     child.tainted = parent.tainted  # untrusted content in the parent's context may steer the child
     if req.stream:
         from lmos.syscalls.io import subscribe
@@ -102,9 +111,14 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
 
 @syscall(3, "wait", Wait, WaitReply, blocking=True)
 async def sys_wait(ctx: Ctx, req: Wait) -> WaitReply:
-    """Wait for a child (``pid`` or any) to end, reap it, return its status and usage."""
+    """Wait for a child (``pid`` or any) to end, reap it, return its status and usage.
+
+    The result of a tainted child (or one of another uid) taints the caller.
+    """
     async with ctx.kernel.blocking(ctx.proc, "wait"):
         child = await ctx.kernel.wait(ctx.proc, req.pid, req.timeout)
+    if child.tainted or child.uid != ctx.proc.uid:
+        taint(ctx.proc)  # its result may carry what it read (or another user's words) to the parent
     return WaitReply(pid=child.pid, state=child.state.value, exit_status=child.exit_status or 0,
                      result=child.result, error=child.error, errno=child.errno, usage=usage(child))
 
@@ -121,23 +135,30 @@ def parse_signal(value: str | int) -> Signal:
 
 @syscall(4, "kill", Kill, Empty)
 async def sys_kill(ctx: Ctx, req: Kill) -> Empty:
-    """Send a signal (TERM, KILL, INT, STOP, CONT) to a process of the same uid (root: any)."""
+    """Send a signal (TERM, KILL, INT, STOP, CONT) to a process.
+
+    Always to the caller's own descendants; with ``proc``, to any process of the
+    same uid (uid 0 with ``proc``: any).
+    """
     sig = parse_signal(req.signal)
     target = ctx.kernel.get(req.pid)
-    me = ctx.proc
-    if me.uid != 0 and target.uid != me.uid:
-        raise SyscallError(Errno.EPERM, f"process {req.pid} belongs to another user")
+    check_observe(ctx.kernel, ctx.proc, target, "kill")
     ctx.kernel.signal(req.pid, sig)
     return Empty()
 
 
 @syscall(5, "ps", Ps, PsReply)
 async def sys_ps(ctx: Ctx, req: Ps) -> PsReply:
-    """The process table (zombies included), in pid order."""
+    """The processes the caller may see (zombies included), in pid order.
+
+    Without ``proc``: itself and its descendants.  With it: every process of its
+    uid (uid 0: all).  Other users' processes, their argv included, are not listed.
+    """
+    me, kernel = ctx.proc, ctx.kernel
     out = [ProcInfo(pid=p.pid, ppid=p.ppid, uid=p.uid, app=p.app, argv=p.argv, model=p.model,
                     state=p.state.value, priority=p.priority, weight=p.weight, exit_status=p.exit_status,
                     blocked_on=p.blocked_on, usage=usage(p))
-           for p in sorted(ctx.kernel.live(), key=lambda q: q.pid)]
+           for p in sorted(kernel.live(), key=lambda q: q.pid) if may_observe(kernel, me, p.pid, p.uid)]
     return PsReply(procs=out)
 
 
@@ -157,25 +178,38 @@ async def sys_time(ctx: Ctx, req: Time) -> TimeReply:
 
 @syscall(13, "audit", Audit, Empty)
 async def sys_audit(ctx: Ctx, req: Audit) -> Empty:
-    """Record a security event about the caller (e.g. a sandbox violation) in the audit log."""
+    """Record an event of the caller's program in the audit log, named ``app.<its app>.<event>``.
+
+    Kernel and sandbox events cannot be written this way (EPERM): see :mod:`lmos.syscalls.audit`.
+    """
     p = ctx.proc
+    decision = decision_for(p.app, req.event)
+    errno = int(Errno.EPERM) if decision == "violation" else 0
     ctx.kernel.journal.post(
         "INSERT INTO audit(ts, pid, uid, name, cap, decision, errno, duration_us, digest) "
-        "VALUES(?,?,?,?,?,?,?,?,?)", (time.time(), p.pid, p.uid, req.event, req.detail[:500], "violation",
-                                      int(Errno.EPERM), 0, ""))
+        "VALUES(?,?,?,?,?,?,?,?,?)", (time.time(), p.pid, p.uid, req.event, req.detail[:500], decision,
+                                      errno, 0, ""))
     return Empty()
 
 
 @syscall(8, "trace", Trace, TraceReply)
 async def sys_trace(ctx: Ctx, req: Trace) -> TraceReply:
-    """The recent syscall trace of a process (own uid, or any for root)."""
-    pid = ctx.proc.pid if req.pid is None else req.pid
+    """The recent syscall trace of a process: the caller's own, or one it may see as in ``ps``.
+
+    A process that was reaped is read back from the audit table, under the same
+    owner check (its uid and parent from the processes table).
+    """
+    me = ctx.proc
+    pid = me.pid if req.pid is None else req.pid
     target = ctx.kernel.procs.get(pid)
-    if target is not None and ctx.proc.uid != 0 and target.uid != ctx.proc.uid:
-        raise SyscallError(Errno.EPERM, f"process {pid} belongs to another user")
-    entries = ctx.sys.trace(pid, req.limit)
-    if target is None and not entries:
-        entries = await ctx.sys.audited(pid, req.limit, ctx.proc.uid)  # a process reaped long ago
-        if not entries:
-            raise SyscallError(Errno.ESRCH, f"no such process {pid}")
+    if target is not None:
+        check_observe(ctx.kernel, me, target, "trace")
+        return TraceReply(entries=ctx.sys.trace(pid, req.limit))
+    found = await ctx.sys.audited(pid, req.limit)
+    if found is None:
+        raise SyscallError(Errno.ESRCH, f"no such process {pid}")
+    entries, uid, ppid = found
+    if ppid != me.pid and not may_observe(ctx.kernel, me, pid, uid):
+        raise SyscallError(Errno.EPERM, f"process {pid} belongs to another user" if uid != me.uid
+                           else f"trace of process {pid} needs capability 'proc'")
     return TraceReply(entries=entries)

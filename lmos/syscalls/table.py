@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -47,6 +49,7 @@ class AppSpec:
     description: str = ""
     token_quota: int | None = None
     max_children: int | None = None
+    wall_seconds: float | None = None  # the kernel ends the process after this long (and its children)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,6 +118,7 @@ class Syscalls:
         self.subs: dict[tuple[int, int], MemoryObjectReceiveStream[Event]] = {}  # (watcher, target)
         self.client_factory: Callable[[Syscalls, int], Any] | None = None
         self.apps: apps.AppService | None = None  # the app store, set by the facade (lmos.system)
+        kernel.on_reap.append(self._reaped)
 
     # -- dispatch ------------------------------------------------------------
     def lookup(self, call: str | int) -> SyscallDef:
@@ -153,7 +157,7 @@ class Syscalls:
                 raise SyscallError(Errno.ESRCH, f"no such process {pid}")
             p.stats.syscalls += 1
             req = self.decode(d, payload)
-            digest = _digest(req)
+            digest = await _digest(req)
             cap = d.needed_cap(req)
             if cap is not None and not grants(p.caps, cap):
                 raise SyscallError(Errno.EPERM, f"{name} needs capability {cap!r}")
@@ -187,11 +191,12 @@ class Syscalls:
         entry = TraceEntry(ts=now, pid=pid, uid=uid, name=name, digest=digest, ok=errno == 0,
                            errno=errno, error=error, duration_us=dur)
         ring = self.traces.get(pid)
-        if ring is None:
+        if ring is None and p is not None and not p.reaped:  # no buffer for a pid that is gone
             if len(self.traces) >= MAX_TRACED:  # forget the oldest; the audit table keeps everything
                 del self.traces[next(iter(self.traces))]
             ring = self.traces[pid] = deque(maxlen=self.trace_len)
-        ring.append(entry)
+        if ring is not None:
+            ring.append(entry)
         decision = "allow" if errno == 0 else ("deny" if errno == Errno.EPERM else "error")
         self.kernel.journal.post(
             "INSERT INTO audit(ts, pid, uid, name, cap, decision, errno, duration_us, digest) "
@@ -204,17 +209,33 @@ class Syscalls:
     def forget(self, pid: int) -> None:
         self.traces.pop(pid, None)
 
-    async def audited(self, pid: int, limit: int, uid: int) -> list[TraceEntry]:
-        """Trace entries of ``pid`` from the durable audit table (for reaped processes)."""
+    def _reaped(self, p: Process) -> None:
+        """A process left the table: free its trace ring and the event watches it held.
+
+        Its trace stays readable from the audit table (``audited``), under the same
+        owner checks as a live process's.
+        """
+        self.forget(p.pid)
+        for key in [k for k in self.subs if k[0] == p.pid]:
+            self.subs.pop(key).close()
+
+    async def audited(self, pid: int, limit: int) -> tuple[list[TraceEntry], int, int] | None:
+        """A reaped process's trace from the durable audit table, with its uid and parent pid.
+
+        None when the journal never saw ``pid``.  The caller checks ownership, as
+        for a live process (the uid and parent come from the processes table).
+        """
         journal = self.kernel.journal
         await journal.flush()
+        owner = await journal.aquery("SELECT uid, ppid FROM processes WHERE pid=?", (pid,))
+        if not owner:
+            return None
         rows = await journal.aquery(
             "SELECT ts, pid, uid, name, digest, errno, duration_us FROM audit WHERE pid=? "
             "ORDER BY id DESC LIMIT ?", (pid, limit))
-        if rows and uid != 0 and rows[0][2] != uid:
-            raise SyscallError(Errno.EPERM, f"process {pid} belongs to another user")
         return [TraceEntry(ts=r[0], pid=r[1], uid=r[2], name=r[3], digest=r[4] or "", ok=r[5] == 0,
-                           errno=r[5], error="", duration_us=r[6]) for r in reversed(rows)]
+                           errno=r[5], error="", duration_us=r[6]) for r in reversed(rows)], owner[0][0], \
+            owner[0][1]
 
     # -- programs --------------------------------------------------------------
     def client(self, pid: int) -> Any:
@@ -226,5 +247,11 @@ class Syscalls:
         return self.client_factory(self, pid)
 
 
-def _digest(req: Req | Resp) -> str:
-    return hashlib.blake2b(msgspec.json.encode(req), digest_size=6).hexdigest()
+_HASH_INLINE = 1 << 16  # larger arguments (a 16 MB prompt) are hashed in a thread: hashlib releases the GIL
+
+
+async def _digest(req: Req | Resp) -> str:
+    data = msgspec.json.encode(req)
+    if len(data) <= _HASH_INLINE:
+        return hashlib.blake2b(data, digest_size=6).hexdigest()
+    return await anyio.to_thread.run_sync(lambda: hashlib.blake2b(data, digest_size=6).hexdigest())

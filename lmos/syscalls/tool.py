@@ -14,6 +14,10 @@ The registry type lives here; each kernel's registry is a field of its syscall
 layer (``Syscalls.tools``).  The tools themselves are userland
 (``lmos.userland.tools``) and register at boot.
 
+A tool whose results are others' data (``Tool.taints``: the web, sandboxed
+code) taints its caller on every call; tools that read through syscalls
+(``fs_read``, ``search``, ``kv_get``) taint it by the syscalls' own rules.
+
 A tool gets a :class:`ToolCtx`, never the kernel or the calling process: it can
 make syscalls *as* the caller (``call``), read who the caller is (``uid``,
 ``pid``, ``has``), and mark it tainted or ask the user to confirm, each through
@@ -33,6 +37,7 @@ from msgspec import Meta
 
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls import confirm
+from lmos.syscalls.audit import host_audit
 from lmos.syscalls.caps import grants
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import Name, Req, Resp
@@ -78,6 +83,15 @@ class ToolCtx:
         """Ask the user to approve an irreversible action; ECANCELED if declined."""
         await self._confirm(action, target, detail)
 
+    async def report_violation(self, detail: str) -> None:
+        """Audit a sandbox guard's refusal during this call (a sandboxed user tool's host side).
+
+        Only code in the kernel's process reaches this; a sandboxed program's own
+        ``audit`` calls stay in its ``app.`` namespace (:mod:`lmos.syscalls.audit`).
+        """
+        with host_audit():
+            await self._call("audit", {"event": "sandbox_violation", "detail": detail})
+
 
 def tool_ctx(ctx: Ctx) -> ToolCtx:
     """The :class:`ToolCtx` of one ``tool_call`` made by ``ctx.proc``."""
@@ -106,6 +120,9 @@ class Tool:
     fn: ToolFn
     caps: tuple[str, ...] = ()  # capabilities the caller must also hold
     timeout: float = 30.0
+    # the result is content someone else wrote (a web page, another service, sandboxed code):
+    # every call taints the caller, whatever the tool itself remembers to do
+    taints: bool = False
     args_type: type[msgspec.Struct] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -235,6 +252,9 @@ async def sys_tool_call(ctx: Ctx, req: ToolCall) -> ToolReply:
             raise SyscallError(
                 Errno.ETIMEDOUT, f"tool {tool.name} took longer than {tool.timeout:g}s"
             ) from None
+        finally:
+            if tool.taints:  # an error message can carry the other side's words as well as a result
+                confirm.taint(p)
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + "...[truncated]"
     return ToolReply(name=tool.name, text=text, tainted=p.tainted)

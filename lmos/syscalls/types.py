@@ -123,7 +123,7 @@ class Time(Req):
 
 
 class Audit(Req):
-    event: Annotated[str, Meta(min_length=1, max_length=64)]
+    event: Annotated[str, Meta(min_length=1, max_length=160)]
     detail: Annotated[str, Meta(max_length=4096)] = ""
 
 
@@ -154,8 +154,15 @@ class TraceReply(Resp):
 
 
 # -- llm ---------------------------------------------------------------------
+# (text, is_data): framing is tokenized with the model's special tokens, data as plain text
+PromptSegment = tuple[Annotated[str, Meta(max_length=1 << 24)], bool]
+MAX_PROMPT_CHARS = 1 << 24
+
+
 class LlmGenerate(Req):
-    prompt: Annotated[str, Meta(max_length=1 << 24)] | None = None
+    prompt: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)] | None = None
+    # a rendering whose data parts (messages, tool results, files) must never become control tokens
+    segments: Annotated[list[PromptSegment], Meta(max_length=1 << 16)] | None = None
     token_ids: list[Annotated[int, Meta(ge=0)]] | None = None
     reset: bool = False  # start a fresh context instead of continuing this process's
     max_tokens: Annotated[int, Meta(ge=1, le=1 << 20)] = 256
@@ -187,10 +194,12 @@ class GenerateReply(Resp):
 class ChanOpen(Req):
     name: Name
     capacity: Annotated[int, Meta(ge=1, le=1 << 20)] = 64
+    private: bool = False  # a new channel named name.<random> that only the caller's tree may open
 
 
 class ChanReply(Resp):
     chan: int
+    name: str = ""  # the channel's name (kernel-assigned for a private one: pass it to children)
 
 
 class Send(Req):

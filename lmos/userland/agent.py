@@ -17,6 +17,11 @@ Two formats, chosen by the kernel from the model's tokenizer (``chat_format``):
   rendering adds to the previous one (or restarts the context if a template
   re-renders earlier turns differently).
 
+Every rendering reaches the kernel as segments of framing and data
+(``llm_generate(segments=...)``): messages and tool results are data, so a
+special-token string inside them is tokenized as plain text and cannot end the
+tool turn or forge a call.
+
 A malformed, unknown or refused call becomes an error observation the model
 can recover from; it never ends the process.  Markers, rendering and call
 parsing come from :mod:`lmos.chatformat`, the one definition shared with
@@ -35,10 +40,13 @@ from lmos.chatformat import (
     END,
     TOOL,
     MalformedCall,
+    Segment,
     answer_text,
     parse_call,
     parse_template_call,
-    render,
+    render_segments,
+    segments_after,
+    segments_text,
 )
 from lmos.errors import Errno, SyscallError
 
@@ -54,7 +62,16 @@ class AgentResult(msgspec.Struct, kw_only=True):
     text: str  # the final answer (or the last turn, when the step limit ended the loop)
     calls: list[ToolCallRecord] = []
     steps: int = 0  # generations made
-    finish_reason: str = "answer"  # "answer" | "max_steps" | the generation's finish reason
+    finish_reason: str = "answer"  # "answer" | "max_steps" | "tool_errors" | the generation's finish reason
+
+
+MAX_FAILED_CALLS = 3  # failed tool calls in a row after which the loop gives up
+
+
+async def _give_up(sys: Any, why: str) -> None:
+    """Say in one line why the loop stops without an answer: whoever watches (the shell, ``lmos
+    run``) would otherwise see the process end silently after its last tool call."""
+    await sys.call("write", text=f"\n[agent: gave up {why}]\n")
 
 
 async def run_agent(
@@ -89,13 +106,18 @@ async def run_agent(
     else:
         step = _LmosSteps(sys, msgs, gen)
     text, reason = "", "max_steps"
+    failed = 0  # tool calls that failed in a row
     for n in range(1, max_steps + 1):
         text, finish = await step.generate()
         try:
             call = step.parse(text)
         except MalformedCall as exc:
-            await step.observe(text, None, f"error: {exc}")
             calls.append(ToolCallRecord(tool="", args={}, result=f"error: {exc}", ok=False))
+            failed += 1
+            if failed >= MAX_FAILED_CALLS:
+                await _give_up(sys, f"after {failed} failed tool calls in a row (last: {exc})")
+                return AgentResult(text=answer_text(text), calls=calls, steps=n, finish_reason="tool_errors")
+            await step.observe(text, None, f"error: {exc}")
             continue
         if call is None:
             return AgentResult(
@@ -113,9 +135,15 @@ async def run_agent(
         calls.append(ToolCallRecord(tool=name, args=args, result=result, ok=ok))
         # whoever watches the process (the shell) sees the observation between the turns
         await sys.call("write", text=f"\n[{name} -> {result}]\n")
+        failed = 0 if ok else failed + 1
+        if failed >= MAX_FAILED_CALLS:
+            await _give_up(sys, f"after {failed} failed tool calls in a row")
+            return AgentResult(text=answer_text(text), calls=calls, steps=n, finish_reason="tool_errors")
         await step.observe(text, call, result)
         if finish in ("quota", "length") and n == max_steps:
             reason = finish
+    await _give_up(sys, f"after {max_steps} step{'s' if max_steps != 1 else ''} without an answer"
+                   if reason == "max_steps" else f"without an answer: generation stopped ({reason})")
     return AgentResult(text=answer_text(text), calls=calls, steps=max_steps, finish_reason=reason)
 
 
@@ -124,13 +152,13 @@ class _LmosSteps:
 
     def __init__(self, sys: Any, msgs: list[dict[str, Any]], gen: dict[str, Any]) -> None:
         self.sys, self.gen = sys, gen
-        self.pending = render(msgs, add_generation_prompt=True)
+        self.pending = render_segments(msgs, add_generation_prompt=True)
         self.role, self.first = "user", True
 
     async def generate(self) -> tuple[str, str]:
         # The context is paged virtual memory (lmos.kernel.memory): the task (system prompt
         # and request) is pinned, later observations can be paged out and recalled.
-        r = await self.sys.llm_generate(self.pending, stop=[END], page=True, role=self.role,
+        r = await self.sys.llm_generate(segments=self.pending, stop=[END], page=True, role=self.role,
                                         pin=self.first, **self.gen)
         self.first = False
         return str(r.text), str(r.finish_reason)
@@ -139,7 +167,8 @@ class _LmosSteps:
         return parse_call(text)
 
     async def observe(self, text: str, call: tuple[str, dict[str, Any]] | None, result: str) -> None:
-        self.pending = f"\n{TOOL}{result}{END}\n{ASSISTANT}"
+        # the result is data: a "<|end|><|assistant|><|call|>..." in it stays text, never markers
+        self.pending = [(f"\n{TOOL}", False), (result, True), (f"{END}\n{ASSISTANT}", False)]
         self.role = "tool"
 
 
@@ -154,10 +183,11 @@ class _TemplateSteps:
 
     async def generate(self) -> tuple[str, str]:
         r = await self.sys.call("chat_format", messages=self.msgs, tools=self.schemas or None)
-        full = str(r.text)
+        segments = _segments(r.segments)
+        full = segments_text(segments)
         reset = not full.startswith(self.context)
-        prompt = full if reset else full[len(self.context) :]
-        g = await self.sys.llm_generate(prompt, reset=reset, **self.gen)
+        prompt = segments if reset else segments_after(segments, len(self.context))
+        g = await self.sys.llm_generate(segments=prompt, reset=reset, **self.gen)
         self.context = full + str(g.text)
         return str(g.text), str(g.finish_reason)
 
@@ -169,17 +199,28 @@ class _TemplateSteps:
         self.msgs.append({"role": "tool", "content": result, "name": call[0] if call else "error"})
 
 
+def _segments(raw: Any) -> list[Segment]:
+    """Segments from a reply: tuples in-process, ``[text, is_data]`` lists over JSON (the sandbox)."""
+    return [(str(text), bool(data)) for text, data in raw]
+
+
+async def prompt_segments(sys: Any, messages: list[dict[str, Any]]) -> list[Segment]:
+    """The rendering that starts a fresh context for ``messages`` (framing and data apart)."""
+    r = await sys.call("chat_format", messages=messages)
+    if r.format == "template":
+        return _segments(r.segments)
+    return render_segments(messages, add_generation_prompt=True)
+
+
 async def prompt_for(sys: Any, messages: list[dict[str, Any]]) -> str:
     """The text that starts a fresh context for ``messages``, ready for the model's turn."""
-    r = await sys.call("chat_format", messages=messages)
-    return str(r.text) if r.format == "template" else render(messages, add_generation_prompt=True)
+    return segments_text(await prompt_segments(sys, messages))
 
 
 async def ask(sys: Any, messages: list[dict[str, Any]], *, max_tokens: int = 64, **sampling: Any) -> str:
     """One model turn on a fresh context (no tools): for classifiers and planners."""
-    prompt = await prompt_for(sys, messages)
     r = await sys.llm_generate(
-        prompt,
+        segments=await prompt_segments(sys, messages),
         reset=True,
         max_tokens=max_tokens,
         stop=[END],

@@ -49,7 +49,7 @@ import anyio
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.table import Main
 from lmos.userland.manifest import Manifest
-from lmos.userland.sandbox import Extras, Limits, Result, execute, violation
+from lmos.userland.sandbox import Extras, Limits, Result, execute, violation, violations
 from lmos.userland.sandbox_protocol import WORKER_SCRIPT, restricted_python_path
 from lmos.userland.sandbox_proxies import module_name_error
 
@@ -128,11 +128,12 @@ def code_main(manifest: Manifest, files: Mapping[str, str]) -> Main:
                                    "or by raising SyscallError")
             return await sys.call(call, **payload)
 
+        uid = (await sys.call("getpid")).uid  # the run holds one of this uid's worker slots
         r = await execute(source, limits=LIMITS, syscalls=handler, syscall_names=_syscall_names(),
-                          inputs={"argv": list(argv), "manifest": info}, extras=extras)
-        bad = violation(r) if r.errno is None else None  # a SyscallError it raised is not a guard's refusal
-        if bad is not None:
-            await sys.call("audit", event="sandbox_violation", detail=f"{name}: {bad}")
+                          inputs={"argv": list(argv), "manifest": info}, extras=extras, owner=uid)
+        # every guard refusal, even one the program caught; a SyscallError it raised is not one
+        for bad in violations(r) if r.errno is None or r.refused else []:
+            await sys.report_violation(f"{name}: {bad}")
         if not r.ok:
             raise failure(name, r)
         return r.namespace.get("result")

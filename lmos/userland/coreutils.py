@@ -38,7 +38,8 @@ async def generate_main(sys: Any, argv: list[str]) -> Any:
         key = words.pop(0)[2:].replace("-", "_")
         value = words.pop(0)
         args[key] = json.loads(value) if value.replace(".", "", 1).isdigit() else value
-    args["prompt"] = " ".join(words)
+    # what a user types (or pipes in) is text: "<|end|>" in it is characters, not the control token
+    args["segments"] = [(" ".join(words), True)]
     r = await sys.llm_generate(**args)
     return r.text
 

@@ -138,6 +138,7 @@ def app_spec(m: Manifest, *, trusted: bool = False, main: Main | None = None,
         description=m.description,
         token_quota=q.max_tokens,
         max_children=q.max_children,
+        wall_seconds=q.max_wall_seconds,  # the kernel's deadline: children inherit it
         extra={"manifest": m, "tools": list(m.tools), "version": m.version, "kind": m.entry.kind,
                **(extra or {})},
     )
@@ -180,12 +181,52 @@ def _read_source(m: Manifest) -> str:
         raise SyscallError(Errno.ENOENT, f"{m.name}: cannot read {path}: {exc.strerror}") from None
 
 
+HISTORY_FLAG = "--history-json"  # argv: --history-json JSON MESSAGE...: a conversation goes on
+
+
+class _Function(msgspec.Struct):
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class _ToolCall(msgspec.Struct, omit_defaults=True):
+    function: _Function
+    type: str = "function"
+
+
+class _Turn(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    role: Literal["user", "assistant", "tool"]  # never "system": the app's own prompt stays in charge
+    content: str = ""
+    tool_calls: list[_ToolCall] | None = None
+    name: str | None = None
+
+
+def conversation(argv: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """An agent app's earlier turns and its new message, from its argv.
+
+    Plain words are one new message.  ``--history-json JSON MESSAGE...`` puts the
+    turns of a conversation before it (a JSON list of chat messages: user,
+    assistant, with OpenAI-style ``tool_calls``, and tool results), so that a
+    follow-up ("now multiply that by 3") sees what it follows: lmosh's ``chat``
+    keeps the conversation this way, one process per turn."""
+    if not argv or argv[0] != HISTORY_FLAG:
+        return [], " ".join(argv)
+    if len(argv) < 3:
+        raise SyscallError(Errno.EINVAL, f"usage: {HISTORY_FLAG} JSON MESSAGE...")
+    try:
+        turns = msgspec.json.decode(argv[1], type=list[_Turn])
+    except msgspec.DecodeError as exc:
+        raise SyscallError(Errno.EINVAL, f"{HISTORY_FLAG}: {exc}") from None
+    return [msgspec.to_builtins(t) for t in turns], " ".join(argv[2:])
+
+
 def _agent_main(m: Manifest) -> Main:
     async def main(sys: Any, argv: list[str]) -> Any:
         from lmos.userland.agent import run_agent
 
+        history, text = conversation(argv)
         messages = [{"role": "system", "content": m.system}] if m.system else []
-        messages.append({"role": "user", "content": " ".join(argv)})
+        messages += [*history, {"role": "user", "content": text}]
         r = await run_agent(
             sys, messages, tools=list(m.tools), max_steps=m.max_steps, temperature=m.temperature
         )

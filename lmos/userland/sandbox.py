@@ -4,11 +4,19 @@ Code that arrives with an app or is written by a user never runs in the
 kernel's process or one of its threads.  It runs in a worker process
 (``sandbox_worker.py``) compiled by RestrictedPython under the guards of
 ``sandbox_policy.py``, with rlimits, no-new-privileges, an unprivileged uid
-and, where the system allows, no network.  This module is the host side: it
-keeps a pool of warm workers, sends each run as one JSON line, serves the
-syscalls the program makes while it runs (awaiting the kernel's callback, which
-checks capabilities), enforces the wall clock by killing the worker's process
-group, and turns every way a program can fail into a :class:`Result`.
+and, where the system allows, no network.  Behind the restricted language is
+a second wall (``sandbox_wall.py``): the worker can open no file outside the
+standard library (Landlock, or an empty mount namespace) and make no socket,
+so a program that escaped still cannot read the user's files, the state
+database or the kernel's secret, nor attach to the control socket.  Where the
+system offers no file wall, workers run code only if the operator allowed
+weak isolation (``[sandbox]`` in the config, applied by :func:`configure`).
+
+This module is the host side: it keeps a pool of warm workers, sends each run
+as one JSON line, serves the syscalls the program makes while it runs
+(awaiting the kernel's callback, which checks capabilities), enforces the wall
+clock by killing the worker's process group, and turns every way a program can
+fail into a :class:`Result`.
 
 The request and result formats and the types callers use (``Limits``,
 ``Result``, ``Extras``) live in ``sandbox_protocol.py``.  ``Extras`` is what
@@ -43,6 +51,7 @@ import msgspec
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from lmos.config import SandboxConfig
 from lmos.errors import Errno, SyscallError
 from lmos.userland.sandbox_protocol import (
     MAX_SOURCE,
@@ -60,7 +69,10 @@ from lmos.userland.sandbox_protocol import (
     error_reply,
     restricted_python_path,
     violation,
+    violations,
 )
+from lmos.userland.sandbox_slots import worker_slot
+from lmos.userland.sandbox_wall import WALLS
 from lmos.userland.sandbox_worker import EXIT_CPU
 
 __all__ = [
@@ -73,12 +85,32 @@ __all__ = [
     "Limits",
     "Result",
     "Sandbox",
+    "SandboxConfig",
     "SyscallHandler",
+    "configure",
     "execute",
     "violation",
+    "violations",
 ]
 
 SyscallHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+WEAK = ("the sandbox worker has no file wall on this system (no Landlock, no mount namespaces), so a "
+        "program that escaped could read this user's files; set [sandbox] allow_weak_isolation = true "
+        "to run untrusted code anyway")
+_settings = SandboxConfig()
+
+
+def configure(settings: SandboxConfig) -> None:
+    """Apply a kernel's ``[sandbox]`` settings to the sandboxes of this process (the
+    kernel calls this when it starts; ``execute`` and pools without explicit arguments
+    follow them)."""
+    global _settings
+    _settings = settings
+
+
+def settings() -> SandboxConfig:
+    """The ``[sandbox]`` settings in force in this process."""
+    return _settings
 
 
 class _ProtocolError(Exception):
@@ -149,9 +181,12 @@ class _Worker:
         return self.process.returncode
 
 
-async def _spawn(ceiling: Limits, agent: bool = False) -> _Worker:
+async def _spawn(ceiling: Limits, agent: bool = False, wall: str = "auto",
+                 allow_weak: bool | None = None) -> _Worker:
+    """Start a worker and read its ``ready`` report; one without a file wall is refused
+    (EPERM) unless weak isolation is allowed (``allow_weak`` None: the settings')."""
     config = {"cpu_ceiling": ceiling.cpu_seconds, "cpu_lifetime": max(300.0, 20 * ceiling.cpu_seconds),
-              "memory_ceiling": ceiling.memory_bytes, "agent": agent}
+              "memory_ceiling": ceiling.memory_bytes, "agent": agent, "wall": wall}
     cmd = [sys.executable, "-I", "-S", "-B", "-X", "utf8", str(WORKER_SCRIPT), restricted_python_path(),
            msgspec.json.encode(config).decode()]
     stderr = None if os.environ.get("LMOS_SANDBOX_DEBUG") else subprocess.DEVNULL
@@ -168,6 +203,8 @@ async def _spawn(ceiling: Limits, agent: bool = False) -> _Worker:
             raise SyscallError(Errno.EIO, "sandbox worker sent no ready message")
         worker.info = msgspec.convert(ready, Isolation)
         worker.cpu = worker.info.cpu
+        if worker.info.weak and not (_settings.allow_weak_isolation if allow_weak is None else allow_weak):
+            raise SyscallError(Errno.EPERM, WEAK)
     except BaseException as exc:
         await worker.kill()
         if isinstance(exc, (msgspec.MsgspecError, TimeoutError, _ProtocolError)):
@@ -259,7 +296,9 @@ class _Run:
             error = f"syscall limit exceeded ({self.limits.max_syscalls})"
         return Result(ok=error is None, error=error, stdout=done.stdout, namespace=done.namespace,
                       cpu_seconds=cpu, wall_seconds=time.monotonic() - self.start, syscalls=self.calls,
-                      syscall_seconds=self.waited, errno=done.errno if error is not None else None)
+                      syscall_seconds=self.waited, errno=done.errno if error is not None else None,
+                      refused=done.refused.count if done.refused else 0,
+                      refusals=list(done.refused.first) if done.refused else [])
 
     async def _serve(self, call: Call) -> bytes:
         """Forward one syscall to the host's handler; always produce a reply."""
@@ -292,18 +331,30 @@ class Sandbox:
     ``agent=True`` starts workers that also load lmos's agent loop (and with it
     msgspec) before locking down, for runs that ask for the ask/agent helpers
     (:class:`Extras`); plain workers load only the standard library and
-    RestrictedPython.
+    RestrictedPython.  ``allow_weak_isolation`` (None: the ``[sandbox]``
+    settings, see :func:`configure`) lets workers without a file wall run code;
+    ``wall`` forces the worker's file wall (``"landlock"``, ``"mountns"``, or
+    ``"none"`` to behave like a system that has neither; tests use it).
+    ``owner``: the uid the runs are for; each run then holds one of that uid's
+    worker slots (:mod:`lmos.userland.sandbox_slots`) and its worker lives only
+    inside it: started on demand, never kept idle or replaced.
     """
 
     def __init__(self, size: int = 2, limits: Limits | None = None, *, max_runs_per_worker: int = 1000,
-                 replace: bool = True, agent: bool = False) -> None:
+                 replace: bool = True, agent: bool = False, allow_weak_isolation: bool | None = None,
+                 wall: str = "auto", owner: int | None = None) -> None:
         if size < 1:
             raise SyscallError(Errno.EINVAL, "sandbox pool size must be at least 1")
+        if wall not in WALLS:
+            raise SyscallError(Errno.EINVAL, f"sandbox wall must be one of {', '.join(WALLS)}")
         self.size = size
         self.limits = limits or Limits()
         self.max_runs_per_worker = max_runs_per_worker
         self.replace = replace
         self.agent = agent
+        self.allow_weak_isolation = allow_weak_isolation
+        self.wall = wall
+        self.owner = owner
         self.isolation: Isolation | None = None
         self._idle: list[_Worker] = []
         self._slots: anyio.Semaphore | None = None
@@ -321,13 +372,24 @@ class Sandbox:
         if self._slots is not None:
             return
         self._slots = anyio.Semaphore(self.size)
+        if self.owner is not None:
+            return  # a uid's workers start inside its runs' slots, so every live one is counted
 
         async def one() -> None:
-            await self._add(await _spawn(self.limits, self.agent))
+            await self._add(await self._new_worker())
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.size):
-                tg.start_soon(one)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.size):
+                    tg.start_soon(one)
+        except BaseExceptionGroup as group:  # the first refusal, as the SyscallError it is
+            errors = [e for e in group.exceptions if isinstance(e, SyscallError)]
+            if not errors:
+                raise
+            raise errors[0] from None
+
+    def _new_worker(self) -> Awaitable[_Worker]:
+        return _spawn(self.limits, self.agent, self.wall, self.allow_weak_isolation)
 
     async def _add(self, worker: _Worker) -> None:
         """Park a fresh worker, unless the pool is closed or already full (runs that
@@ -354,8 +416,8 @@ class Sandbox:
         request = encode_request(source, limits, names, inputs, seed, extras)
         await self.start()
         assert self._slots is not None
-        async with self._slots:
-            worker = self._idle.pop() if self._idle else await _spawn(self.limits, self.agent)
+        async with self._slots, worker_slot(self.owner):
+            worker = self._idle.pop() if self._idle else await self._new_worker()
             keep = False
             try:
                 result, keep = await _Run(worker, request, limits, syscalls, names).drive()
@@ -365,14 +427,15 @@ class Sandbox:
 
     async def _release(self, worker: _Worker, keep: bool) -> None:
         with anyio.CancelScope(shield=True):
-            if keep and not self._closed and worker.runs < self.max_runs_per_worker:
+            owned = self.owner is not None  # an owned worker never outlives its run's slot
+            if keep and not owned and not self._closed and worker.runs < self.max_runs_per_worker:
                 self._idle.append(worker)
                 return
             await worker.kill()
-            if self.replace and not self._closed:
+            if self.replace and not owned and not self._closed:
                 try:
                     with anyio.fail_after(SPAWN_TIMEOUT):
-                        await self._add(await _spawn(self.limits, self.agent))
+                        await self._add(await self._new_worker())
                 except (SyscallError, TimeoutError):
                     pass  # the next run spawns one itself
 
@@ -388,9 +451,11 @@ class Sandbox:
 
 async def execute(source: str, *, limits: Limits | None = None, syscalls: SyscallHandler | None = None,
                   syscall_names: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
-                  seed: int | None = None, extras: Extras | None = None) -> Result:
-    """Run once in a fresh worker and leave nothing behind (convenient, not fast)."""
+                  seed: int | None = None, extras: Extras | None = None, owner: int | None = None) -> Result:
+    """Run once in a fresh worker and leave nothing behind (convenient, not fast).
+
+    ``owner``: the uid the run is for; it waits for one of that uid's worker slots."""
     agent = extras is not None and extras.agent is not None
-    async with Sandbox(size=1, limits=limits, replace=False, agent=agent) as sandbox:
+    async with Sandbox(size=1, limits=limits, replace=False, agent=agent, owner=owner) as sandbox:
         return await sandbox.run(source, syscalls=syscalls, syscall_names=syscall_names, inputs=inputs,
                                  seed=seed, extras=extras)

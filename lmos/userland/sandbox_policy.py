@@ -24,11 +24,10 @@ The policy rests on three rules, each a backstop for the others:
 from __future__ import annotations
 
 import builtins
-import math as _math
 import operator
 import types
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from RestrictedPython import compile_restricted_exec
 from RestrictedPython.Guards import (
@@ -48,7 +47,8 @@ if TYPE_CHECKING or __package__:
         module_name_error,
         random_namespace,
     )
-else:  # inside the worker both modules are loaded by path, outside any package
+    from lmos.userland.sandbox_values import namespace_of, to_json
+else:  # inside the worker these modules are loaded by path, outside any package
     from sandbox_proxies import (  # noqa: F401  (module_name_error is re-exported for the worker)
         IMPORTABLE,
         SHARED_MODULES,
@@ -56,6 +56,7 @@ else:  # inside the worker both modules are loaded by path, outside any package
         module_name_error,
         random_namespace,
     )
+    from sandbox_values import namespace_of, to_json  # noqa: F401  (re-exported for the worker)
 
 FILENAME = "<sandbox>"
 _MISSING: Any = object()
@@ -64,6 +65,44 @@ _OPAQUE = (types.ModuleType, types.FrameType, types.CodeType, types.TracebackTyp
 _GENERATORS = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _GENERATOR_OK = frozenset({"send", "throw", "close"})
 _CLASS_KEYS = frozenset({"__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__"})
+# Modules that the C code of allowed modules imports for itself (datetime's strftime, strptime and
+# timetuple).  C code imports through the ``__import__`` of the calling frame's builtins, the
+# sandbox's, with an empty *list* as fromlist (the ``import`` statement passes None or a tuple).
+_C_HELPERS = ("time", "_strptime")
+_E = TypeVar("_E", bound=BaseException)
+
+
+class Refusals:
+    """Every refusal a guard makes during a run, for the host's audit log.
+
+    Recorded where the guard raises, so a program that catches the exception
+    (``try: x.__class__ except AttributeError: pass``) still cannot hide that it
+    tried.  The worker takes the record at the end of each run and sends it
+    with the result; only the first :attr:`KEEP` messages are kept, with a
+    count of all, so a loop of refusals cannot grow the report.  Sandboxed code
+    cannot reach this object (it is no builtin and has no public path to it).
+    """
+
+    KEEP = 16
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, exc: _E) -> _E:
+        self.count += 1
+        if len(self.first) < self.KEEP:
+            self.first.append(f"{type(exc).__name__}: {exc}"[:300])
+        return exc
+
+    def take(self) -> dict[str, Any]:
+        """The record so far (``{"count", "first"}``), and start a new one."""
+        out = {"count": self.count, "first": self.first}
+        self.count, self.first = 0, []
+        return out
+
+
+REFUSALS = Refusals()
 
 
 class SyscallError(Exception):
@@ -83,7 +122,7 @@ class OutputLimitExceeded(Exception):
 
 def _check_value(value: Any) -> Any:
     if isinstance(value, _OPAQUE):
-        raise AttributeError(f"{type(value).__name__} objects are not reachable in the sandbox")
+        raise REFUSALS.add(AttributeError(f"{type(value).__name__} objects are not reachable in the sandbox"))
     return value
 
 
@@ -94,9 +133,10 @@ def guarded_getattr(obj: Any, name: Any, default: Any = _MISSING) -> Any:
     if type(name) is not str:
         raise TypeError("attribute name must be a str")
     if name[:1] == "_":
-        raise AttributeError(f'"{name}" is not accessible (names starting with "_" are private)')
+        private = f'"{name}" is not accessible (names starting with "_" are private)'
+        raise REFUSALS.add(AttributeError(private))
     if isinstance(obj, _OPAQUE) or (isinstance(obj, _GENERATORS) and name not in _GENERATOR_OK):
-        raise AttributeError(f'"{name}" of {type(obj).__name__} objects is not accessible')
+        raise REFUSALS.add(AttributeError(f'"{name}" of {type(obj).__name__} objects is not accessible'))
     try:
         value = safer_getattr(obj, name, _RAISE)
     except AttributeError:
@@ -147,7 +187,7 @@ class _ReadOnly:
         object.__setattr__(self, "_kind", kind)
 
     def _deny(self, *args: Any) -> None:
-        raise TypeError(f"{self._kind} objects are read-only in the sandbox")
+        raise REFUSALS.add(TypeError(f"{self._kind} objects are read-only in the sandbox"))
 
     __setattr__ = __delattr__ = __setitem__ = __delitem__ = _deny
 
@@ -248,39 +288,46 @@ class RunPolicy:
 
     def setattr(self, obj: Any, name: Any, value: Any) -> None:
         if type(name) is not str or name.startswith("_"):
-            raise AttributeError("attribute names must be str and must not start with '_'")
+            raise REFUSALS.add(AttributeError("attribute names must be str and must not start with '_'"))
         setattr(self.write_guard(obj), name, value)
 
     def delattr(self, obj: Any, name: Any) -> None:
         if type(name) is not str or name.startswith("_"):
-            raise AttributeError("attribute names must be str and must not start with '_'")
+            raise REFUSALS.add(AttributeError("attribute names must be str and must not start with '_'"))
         delattr(self.write_guard(obj), name)
 
     def metaclass(self, name: str, bases: tuple[Any, ...], namespace: dict[str, Any], **kw: Any) -> type:
         """``__metaclass__`` for ``class`` statements: plain bases only and no
         hooks beyond RestrictedPython's allowed magic methods."""
         if kw:
-            raise TypeError("class keywords are not allowed in the sandbox")
+            raise REFUSALS.add(TypeError("class keywords are not allowed in the sandbox"))
         for base in bases:
             if not (base is object or base in _SAFE_EXCEPTIONS or base is SyscallError
                     or (type(base) is type and base in self.classes)):
                 label = getattr(base, "__name__", "this object")
-                raise TypeError(f"cannot subclass {label!r} in the sandbox")
+                raise REFUSALS.add(TypeError(f"cannot subclass {label!r} in the sandbox"))
         for key in namespace:
             if type(key) is not str or (key.startswith("_") and key not in _CLASS_KEYS
                                         and key not in ALLOWED_FUNC_NAMES):
-                raise TypeError(f"class attribute {key!r} is not allowed in the sandbox")
+                raise REFUSALS.add(TypeError(f"class attribute {key!r} is not allowed in the sandbox"))
         cls = type(name, bases, dict(namespace))
         self.classes.add(cls)
         return cls
 
     def import_(self, name: Any, globals: Any = None, locals: Any = None, fromlist: Any = (),
-                level: int = 0) -> SafeNamespace:
+                level: int = 0) -> SafeNamespace | None:
+        if type(fromlist) is list and not fromlist and level == 0 and name in _C_HELPERS:
+            # ``PyImport_Import`` from C: it ignores what ``__import__`` returns and takes the module
+            # from ``sys.modules``, so the program is handed nothing.  (The worker loaded both
+            # before lock-down.)
+            builtins.__import__(name)
+            return None
         if type(name) is str and level == 0 and name in self.app_codes:
             return self._app_module(name)
         if type(name) is not str or level != 0 or name not in IMPORTABLE:
-            raise ImportError(f"import of {name!r} is not allowed in the sandbox "
-                              f"(available: {', '.join(sorted({*IMPORTABLE, *self.app_codes}))})")
+            available = ", ".join(sorted({*IMPORTABLE, *self.app_codes}))
+            raise REFUSALS.add(ImportError(f"import of {name!r} is not allowed in the sandbox "
+                                           f"(available: {available})"))
         return self.modules[name]
 
     def _app_module(self, name: str) -> SafeNamespace:
@@ -354,55 +401,3 @@ def compile_source(source: str, filename: str = FILENAME) -> types.CodeType:
         errors = "; ".join(result.errors) or "compilation failed"
         raise CompileFailed(errors if filename == FILENAME else f"{filename[len(FILENAME) + 1:]}: {errors}")
     return result.code
-
-
-def to_json(value: Any, budget: int, depth: int = 0) -> tuple[Any, int]:
-    """Copy ``value`` if it is JSON-representable (exact types only, tuples
-    become lists, finite floats), charging its rough encoded size to
-    ``budget``; raise ``ValueError`` if it is not or does not fit."""
-    kind = type(value)
-    if depth > 64 or budget < 0:
-        raise ValueError("nested too deeply or too large")
-    if value is None or kind is bool:
-        return value, budget - 5
-    if kind is int:
-        if value.bit_length() > 4000:
-            raise ValueError("integer too large")
-        return value, budget - 20
-    if kind is float:
-        if not _math.isfinite(value):
-            raise ValueError("not a finite float")
-        return value, budget - 24
-    if kind is str:
-        budget -= len(value) + 2
-        if budget < 0:
-            raise ValueError("too large")
-        return value, budget
-    if kind is list or kind is tuple:
-        out = []
-        for item in value:
-            item, budget = to_json(item, budget - 1, depth + 1)
-            out.append(item)
-        return out, budget
-    if kind is dict:
-        obj = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise ValueError("dict keys must be str")
-            obj[key], budget = to_json(item, budget - len(key) - 4, depth + 1)
-        return obj, budget
-    raise ValueError(f"{kind.__name__} is not JSON")
-
-
-def namespace_of(glb: dict[str, Any], skip: Iterable[str], budget: int) -> dict[str, Any]:
-    """The JSON-representable top-level names a program left bound."""
-    skipped = set(skip)
-    out: dict[str, Any] = {}
-    for name, value in list(glb.items()):
-        if name.startswith("_") or name in skipped:
-            continue
-        try:
-            out[name], budget = to_json(value, budget)
-        except (ValueError, RecursionError):
-            continue
-    return out

@@ -16,9 +16,10 @@ import keyword
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from lmos.errors import Errno, SyscallError
 from lmos.userland.sandbox_proxies import module_name_error
@@ -59,10 +60,25 @@ class Result(msgspec.Struct, kw_only=True):
     syscalls: int = 0
     syscall_seconds: float = 0.0
     errno: str | None = None  # the errno name of an uncaught SyscallError (unvalidated: the program's word)
+    refused: int = 0  # guard refusals during the run, including ones the program caught
+    refusals: list[str] = []  # the first few of them, for the audit log
 
 
 VIOLATION_MARKS = ("compile error:", "is not allowed in the sandbox", "is not accessible",
                     "not allowed", "forbidden")
+
+
+def violations(r: Result) -> list[str]:
+    """Everything of ``r`` the audit log must record: each guard refusal (caught by the
+    program or not), a count of any beyond the first few, or else a violation that ended
+    the run without a guard (a compile error)."""
+    out = list(r.refusals)
+    if r.refused > len(out):
+        out.append(f"{r.refused - len(out)} more refusals")
+    if not out:
+        bad = violation(r)
+        out = [bad] if bad is not None else []
+    return out
 
 
 def violation(r: Result) -> str | None:
@@ -73,7 +89,15 @@ def violation(r: Result) -> str | None:
 
 
 class Isolation(msgspec.Struct, frozen=True):
-    """What a worker's lock-down achieved, as it reported at startup."""
+    """What a worker's lock-down achieved, as it reported at startup (``sandbox_wall.py``).
+
+    ``wall`` is what keeps the worker from opening files if a program escapes the
+    restricted language: ``"landlock"`` (``landlock_abi`` is the kernel's version),
+    ``"mountns"`` (an empty root in a private mount namespace) or ``"none"``: then a
+    worker that is not root keeps the user's uid and could read the user's files and
+    the state database, so untrusted code runs only if the operator allows weak
+    isolation.  ``seccomp``: the worker cannot make sockets (so cannot reach the control
+    socket); ``netns``: it has a network namespace of its own."""
 
     pid: int
     uid: int
@@ -81,6 +105,21 @@ class Isolation(msgspec.Struct, frozen=True):
     netns: bool
     dropped_root: bool
     cpu: float = 0.0
+    wall: str = "none"
+    landlock_abi: int = 0
+    seccomp: bool = False
+
+    @property
+    def weak(self) -> bool:
+        """True when nothing but the restricted language keeps the worker from the files."""
+        return self.wall == "none"
+
+
+class Refused(msgspec.Struct):
+    """The guard refusals of one run, as the worker reports them (bounded: it is hostile)."""
+
+    count: Annotated[int, Meta(ge=0)] = 0
+    first: Annotated[list[Annotated[str, Meta(max_length=300)]], Meta(max_length=16)] = []
 
 
 class Done(msgspec.Struct):
@@ -94,6 +133,7 @@ class Done(msgspec.Struct):
     syscall_seconds: float
     recycle: bool
     errno: str | None = None
+    refused: Refused | None = None
 
 
 class Call(msgspec.Struct):

@@ -5,11 +5,13 @@ new session) and talks to it over its stdin/stdout pipes, one JSON object per
 line, never pickle.  At startup the worker claims the pipes for the protocol
 (pointing fds 0 and 1 at ``/dev/null`` so nothing else can write into the
 channel), loads the policy module by path (importing ``lmos`` here would pull
-in the whole system), then locks itself down: a private network namespace
-where the system allows it, rlimits on CPU, address space, file size, open
-files and core dumps, no-new-privileges, and when started as root a switch to
-``nobody`` (root ignores ``RLIMIT_NPROC``) with ``RLIMIT_NPROC`` 0.  It reports
-what took in its ``ready`` message.
+in the whole system), then locks itself down (``sandbox_wall.py``): no file
+outside the standard library can be opened (Landlock, or an empty mount
+namespace), no socket made, a private network namespace where the system
+allows it, rlimits on CPU, address space, file size, open files and core
+dumps, no-new-privileges, and when started as root a switch to ``nobody``
+(root ignores ``RLIMIT_NPROC``) with ``RLIMIT_NPROC`` 0.  It reports what took
+in its ``ready`` message.
 
 Each ``run`` compiles inside this process (a hostile source can crash the
 compiler), executes with fresh globals, and answers with a ``result``.  CPU
@@ -53,10 +55,6 @@ EXIT_PROTOCOL = 3  # the host sent something unreadable or went away mid-run
 EXIT_CPU = 4  # the CPU timer fired while the channel was busy
 MAX_MESSAGE = 64 << 20
 MAX_SYSCALL_ARGS = 4 << 20
-NOBODY = 65534
-CLONE_NEWNET = 0x40000000
-CLONE_NEWUSER = 0x10000000
-PR_SET_NO_NEW_PRIVS = 38
 ERROR_CHARS = 400
 CACHE_ENTRIES = 64
 CACHE_SOURCE_CHARS = 16 << 10
@@ -232,6 +230,7 @@ class Worker:
         errno: str | None = None
         recycle = False
         cpu0 = time.process_time()
+        policy.REFUSALS.take()  # this run's guard refusals only
         self._current = (pol, limits)
         self._arm(limits)
         try:
@@ -273,6 +272,7 @@ class Worker:
             "op": "result", "ok": error is None, "error": error, "stdout": _clean(pol.output.getvalue()),
             "namespace": namespace, "cpu": cpu_total - cpu0, "cpu_total": cpu_total,
             "syscall_seconds": calls.wait, "recycle": recycle, "errno": errno,
+            "refused": policy.REFUSALS.take(),  # caught or not, every refusal goes to the host's audit
         }
 
     @staticmethod
@@ -297,6 +297,8 @@ class Worker:
         def sys_call(name: str, /, **args: Any) -> Any:
             if type(name) is not str:
                 raise TypeError("syscall name must be a str")
+            if not name.isascii():  # no syscall has such a name, and it may not even be text
+                raise policy.SyscallError("ENOSYS", f"syscall {name!r} is not available", 38)
             if allowed is not None and name not in allowed:
                 raise policy.SyscallError("ENOSYS", f"syscall {name!r} is not available", 38)
             return self._syscall(name, args, calls)
@@ -366,45 +368,25 @@ def _claim_stdio() -> tuple[int, int]:
     return in_fd, out_fd
 
 
-def _isolate(config: dict[str, Any]) -> dict[str, Any]:
-    """Lock the process down; returns what took (best effort where noted)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    root = os.geteuid() == 0
-    netns = root and libc.unshare(CLONE_NEWNET) == 0  # best effort
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of killing
-    cpu_hard = math.ceil(time.process_time() + float(config["cpu_lifetime"]))
-    mem = int(config["memory_ceiling"])
-    for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NOFILE, 16),
-                         (resource.RLIMIT_CPU, cpu_hard), (resource.RLIMIT_AS, mem)):
-        resource.setrlimit(limit, (value, value))
-    nnp = libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-    if root:
-        os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
-    if not netns:  # unprivileged: a user namespace may still give us a network namespace
-        netns = libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0
-    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-    return {"uid": os.getuid(), "no_new_privs": nnp, "netns": netns, "dropped_root": root}
-
-
 def main(argv: list[str]) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
+    interpreter = list(sys.path)
     sys.path[:0] = [here, argv[1]]
     config = json.loads(argv[2])
     in_fd, out_fd = _claim_stdio()
     globals()["policy"] = importlib.import_module("sandbox_policy")
     globals()["helpers"] = importlib.import_module("sandbox_agent")
+    wall = importlib.import_module("sandbox_wall")
     if config.get("agent"):  # lmos's agent loop for the ask/agent helpers, loaded while files are readable
         helpers.load(here)
     # Modules the interpreter imports lazily (strptime; NFKC for non-ASCII identifiers): load them
-    # now, while the files are still readable and openable.
+    # now, while the files are still readable and openable.  So is the local time zone (glibc
+    # reads /etc/localtime once and then only checks that it did not change).
     for name in ("_strptime", "unicodedata"):
         importlib.import_module(name)
+    time.localtime()
     os.chdir("/")
-    report = _isolate(config)
+    report = wall.isolate(config, wall.interpreter_paths(interpreter))
     if config.get("check"):
         _check(Channel(in_fd, out_fd))
         return

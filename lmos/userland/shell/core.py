@@ -8,7 +8,9 @@ a line list for ``-c`` and scripts).
 
 This module is the loop and the command table; the commands live by concept in
 their own modules (:mod:`.jobs` job control, :mod:`.info` the system's state,
-:mod:`.files` the file store), each exporting ``COMMANDS`` and ``HELP``.
+:mod:`.chat` conversations, :mod:`.files` the file store, :mod:`.apps`
+installing), each exporting ``COMMANDS`` and ``HELP``.  Whatever a process
+wrote reaches the terminal only through :mod:`.termsafe`.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lmos.errors import SyscallError
+from lmos.userland.shell.termsafe import neutralize
 
 PROMPT = "lmosh$ "
 Command = Callable[["Shell", list[str], str], Awaitable[None]]
 
 
 class Terminal(Protocol):
-    """What the shell needs from a terminal."""
+    """What the shell needs from a terminal.
+
+    Optional, looked up with ``getattr``: ``confirm(question) -> bool`` (ask y/N
+    inline) and ``live()``, an async context manager giving a screen that
+    redraws in place (``update(text)``, ``await key(timeout)``) for ``top``.
+    Text the shell writes is terminal-safe already (see :meth:`Shell.out`)."""
 
     async def read_line(self, prompt: str) -> str | None:
         """A line of input; None at end of input (Ctrl-D)."""
@@ -94,9 +102,9 @@ class Done:
 
 def modules() -> list[Any]:
     """The command modules, in the order ``help`` lists them."""
-    from lmos.userland.shell import apps, files, info, jobs
+    from lmos.userland.shell import apps, chat, files, info, jobs
 
-    return [jobs, info, files, apps]
+    return [jobs, info, chat, files, apps]
 
 
 def command_table() -> dict[str, Command]:
@@ -116,14 +124,26 @@ class Shell:
         self.term = term
         self.jobs: dict[int, Job] = {}
         self.done: dict[int, Done] = {}  # pid -> finished background job, until `wait` reads it
-        self.next_job = 1
+        self._pid: int | None = None
         self.status = 0
         self.running = True
         self.handlers: dict[str, Command] = command_table()
         self.pending: deque[str] | None = None  # a script's lines not yet run (None: interactive)
 
     def out(self, text: str = "") -> None:
-        self.term.write(text + "\n")
+        """A line for the user.  Whatever it quotes (names, argv, file text, messages) may come from a
+        process, so it is neutralised (:mod:`.termsafe`): no process can drive the terminal."""
+        self.term.write(neutralize(text) + "\n")
+
+    def show(self, rendered: str) -> None:
+        """A line that :mod:`.render` made terminal-safe already (it may carry the table's colours)."""
+        self.term.write(rendered + "\n")
+
+    async def own_pid(self) -> int:
+        """The shell's own process (asked once: in a front end the ``sys`` may be remote)."""
+        if self._pid is None:
+            self._pid = int((await self.sys.getpid()).pid)
+        return self._pid
 
     async def read_more(self, prompt: str) -> str | None:
         """The next input line for a command that reads several (a here-document, an answer):
@@ -133,7 +153,7 @@ class Shell:
         return await self.term.read_line(prompt)
 
     def err(self, text: str) -> None:
-        self.term.write_err(f"lmosh: {text}\n")
+        self.term.write_err(f"lmosh: {neutralize(text)}\n")
         self.status = 1
 
     # -- main loop ------------------------------------------------------------

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from lmos.userland.shell.jobs import cmd_run, pid_arg
+from lmos.userland.shell.jobs import pid_arg
 from lmos.userland.shell.render import render_result, to_builtins
 
 if TYPE_CHECKING:
     from lmos.userland.shell.core import Command, Shell
 
 HELP = """\
-ps | top [-n N]      the process table; a live view (Ctrl-C leaves it)
+ps | top [-n N]      the process table; a live view (q or Ctrl-C leaves it; -n N: N refreshes, printed)
 apps | models        installed apps; loaded models
 mem PID | logs PID   context memory of a process; its syscall trace
-chat [MESSAGE]       talk to the assistant app (empty line ends a chat)
 help | exit          this text; leave (Ctrl-D works too)"""
 
 
@@ -45,11 +44,49 @@ async def cmd_models(sh: Shell, args: list[str], line: str) -> None:
                f"{m.tokens} tokens in {m.steps} steps")
 
 
+MAX_PAGE_ROWS = 40  # a page table longer than a screen is summarised
+
+
+def mem_view(st: dict[str, Any], *, width: int = 100, color: bool = False) -> str:
+    """``mem_stat`` as a person reads it: the window, a table of where the context's pages and
+    tokens are, what the pager has done, the KV cache, then the page table."""
+    lines = [f"process {st['pid']}: "]
+    if not st["paged"]:
+        lines[0] += "no context memory (it has not generated with paging)"
+    else:
+        lines[0] += (f"window {st['window']} tokens ({st['reserve']} kept for replies), "
+                     f"{st['window_tokens']} in use; evicts above {st['high_watermark']} "
+                     f"down to {st['low_watermark']}")
+        rows = [{"context": "resident", "pages": st["resident_pages"], "tokens": st["resident_tokens"]},
+                {"context": "swapped out", "pages": st["swapped_pages"], "tokens": st["swapped_tokens"]},
+                {"context": "pinned", "pages": st["pinned_pages"], "tokens": None},
+                {"context": "stubs", "pages": None, "tokens": st["stub_tokens"]},
+                {"context": "core memory", "pages": None, "tokens": st["core_tokens"]}]
+        lines += ["", render_result(rows, width=width, color=color), "",
+                  f"turns {st['turns']}, evictions {st['evictions']} ({st['pages_evicted']} pages), "
+                  f"page-ins {st['page_ins']}, recalls {st['recalls']}; prefilled {st['prefill_tokens']} "
+                  f"tokens ({st['reprefill_tokens']} again after eviction)"]
+    kv = st["kv_location"]
+    recompute = st["kv_recompute_tokens"]
+    lines.append("KV cache: none" if kv == "none" else
+                 f"KV cache: {st['kv_blocks']} blocks on the {kv}"
+                 + (f", {st['kv_swap_bytes']} bytes swapped" if st["kv_swap_bytes"] else "")
+                 + (f", {recompute} tokens to recompute" if recompute else ""))
+    pages = [{"page": p["id"], "role": p["role"], "tokens": p["tokens"], "state": p["state"],
+              "pinned": "yes" if p["pinned"] else "", "last use": p["last_use"], "title": p["title"]}
+             for p in st.get("page_table") or []]
+    if pages:
+        lines += ["", render_result(pages[:MAX_PAGE_ROWS], width=width, color=color)]
+        if len(pages) > MAX_PAGE_ROWS:
+            lines.append(f"... and {len(pages) - MAX_PAGE_ROWS} more pages")
+    return "\n".join(lines)
+
+
 async def cmd_mem(sh: Shell, args: list[str], line: str) -> None:
     pid = pid_arg(sh, args, "mem")
     if pid is not None:
-        st = await sh.sys.call("mem_stat", pid=pid)
-        sh.out(render_result(to_builtins(st)))
+        st = to_builtins(await sh.sys.call("mem_stat", pid=pid, pages=True))
+        sh.show(mem_view(st, width=sh.term.width, color=sh.term.color))
 
 
 async def cmd_logs(sh: Shell, args: list[str], line: str) -> None:
@@ -60,18 +97,6 @@ async def cmd_logs(sh: Shell, args: list[str], line: str) -> None:
         mark = "ok" if t.ok else f"{t.error or t.errno}"
         sh.out(f"{time.strftime('%H:%M:%S', time.localtime(t.ts))} {t.name:<14} {t.duration_us:>8}us  "
                f"{mark}")
-
-
-async def cmd_chat(sh: Shell, args: list[str], line: str) -> None:
-    # the tool-using assistant app: what the built-in model was trained for
-    if args:
-        await cmd_run(sh, ["assistant", " ".join(args)], line)
-        return
-    while True:
-        text = await sh.term.read_line("you> ")
-        if text is None or not text.strip():
-            break
-        await cmd_run(sh, ["assistant", text], line)
 
 
 async def cmd_help(sh: Shell, args: list[str], line: str) -> None:
@@ -87,5 +112,5 @@ async def cmd_exit(sh: Shell, args: list[str], line: str) -> None:
 
 
 COMMANDS: dict[str, Command] = {"ps": cmd_ps, "top": cmd_top, "apps": cmd_apps, "models": cmd_models,
-                                "mem": cmd_mem, "logs": cmd_logs, "chat": cmd_chat, "help": cmd_help,
+                                "mem": cmd_mem, "logs": cmd_logs, "help": cmd_help,
                                 "exit": cmd_exit}

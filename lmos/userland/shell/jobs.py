@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lmos.errors import Errno, SyscallError
 from lmos.userland.shell.core import Done, Job
 from lmos.userland.shell.render import describe, failure, render_result, to_json
+from lmos.userland.shell.termsafe import Neutralizer
 
 if TYPE_CHECKING:
     from lmos.userland.shell.core import Command, Shell
@@ -39,19 +40,28 @@ async def cmd_run(sh: Shell, args: list[str], line: str) -> None:
         args = [loaded, *args[1:]]
     pid = await sh.sys.spawn(args[0], args[1:], stream=not (background or as_json))
     if background:
-        job = Job(sh.next_job, pid, " ".join(args))
+        job = Job(free_job_number(sh), pid, " ".join(args))
         sh.jobs[job.num] = job
-        sh.next_job += 1
         sh.out(f"[{job.num}] {pid}")
     else:
         await foreground(sh, pid, " ".join(args), as_json=as_json)
     await sh.refresh_names()
 
 
-async def foreground(sh: Shell, pid: int, cmd: str, *, as_json: bool = False) -> None:
+def free_job_number(sh: Shell) -> int:
+    """The lowest job number no running job holds: numbers are reused once a job is done, as in bash."""
+    num = 1
+    while num in sh.jobs:
+        num += 1
+    return num
+
+
+async def foreground(sh: Shell, pid: int, cmd: str, *, as_json: bool = False) -> Any:
     """Show a process's output until it ends, then what it returned that the stream did not show
-    (only the result, as JSON, with ``as_json``).  Ctrl-C sends INT, a second one KILL."""
+    (only the result, as JSON, with ``as_json``).  Ctrl-C sends INT, a second one KILL.
+    The output is neutralised as it streams (:mod:`.termsafe`).  Returns the wait reply."""
     streamed: list[str] = []
+    safe = Neutralizer()
     last_int = 0.0
     while True:
         presses = sh.term.take_interrupt()
@@ -67,10 +77,13 @@ async def foreground(sh: Shell, pid: int, cmd: str, *, as_json: bool = False) ->
         r = await sh.sys.call("events", pid=pid, timeout=0.1)
         for ev in r.events:
             if ev.kind in ("token", "output") and ev.text and not as_json:
-                sh.term.write(ev.text)
+                sh.term.write(safe.feed(ev.text))
                 streamed.append(ev.text)
         if r.ended:
             break
+    held = safe.flush()
+    if held:
+        sh.term.write(held)
     w = await sh.sys.wait(pid)
     text = "".join(streamed)
     if text and not text.endswith("\n"):
@@ -80,17 +93,18 @@ async def foreground(sh: Shell, pid: int, cmd: str, *, as_json: bool = False) ->
     else:
         sh.err(failure(cmd.split(" ", 1)[0], w))
         sh.status = w.exit_status if 0 < w.exit_status < 256 else 1
+    return w
 
 
 def show_result(sh: Shell, result: object, streamed: str = "", *, as_json: bool = False) -> None:
     if as_json:
-        sh.out(to_json(result))
+        sh.show(to_json(result))
         return
     if result is None:
         return
     shown = render_result(result, streamed, width=sh.term.width, color=sh.term.color)
     if shown:
-        sh.out(shown)
+        sh.show(shown)
 
 
 async def report_done(sh: Shell) -> None:
@@ -111,7 +125,7 @@ async def report_done(sh: Shell) -> None:
 
 async def cmd_jobs(sh: Shell, args: list[str], line: str) -> None:
     states = {p.pid: p.state for p in await sh.sys.ps()}
-    for job in sh.jobs.values():
+    for job in sorted(sh.jobs.values(), key=lambda j: j.num):
         sh.out(f"[{job.num}] {job.pid:>6}  {states.get(job.pid, 'done'):<8} {job.cmd}")
 
 
@@ -119,7 +133,8 @@ async def cmd_fg(sh: Shell, args: list[str], line: str) -> None:
     if not sh.jobs:
         sh.err("fg: no current job")
         return
-    num = int(args[0].lstrip("%")) if args and args[0].lstrip("%").isdigit() else max(sh.jobs)
+    # the current job is the latest started (numbers are reused, so not always the highest)
+    num = int(args[0].lstrip("%")) if args and args[0].lstrip("%").isdigit() else list(sh.jobs)[-1]
     job = sh.jobs.pop(num, None)
     if job is None:
         sh.err(f"fg: no such job {num}")
@@ -182,7 +197,7 @@ async def wait_one(sh: Shell, pid: int) -> int | None:
         shown = "" if w.result is None else render_result(w.result, width=sh.term.width,
                                                           color=sh.term.color)
         sep = "\n" if "\n" in shown else "  "
-        sh.out(f"{pid}: {describe(w)}" + (sep + shown if shown else ""))
+        sh.show(f"{pid}: {describe(w)}" + (sep + shown if shown else ""))
         return 0
     why = failure(cmd.split(" ", 1)[0], w) if cmd and w.state != "killed" else describe(w)
     sh.out(f"{pid}: exit {w.exit_status}: {why}" if why != describe(w) else f"{pid}: {why}")
@@ -209,15 +224,24 @@ def pid_arg(sh: Shell, args: list[str], cmd: str) -> int | None:
     return int(w)
 
 
+async def not_self(sh: Shell, pid: int | None, cmd: str) -> int | None:
+    """``pid`` unless it is the shell's own process: killing or stopping that would leave the user
+    with a dead or frozen terminal, so it is refused (``exit`` leaves the shell)."""
+    if pid is not None and pid == await sh.own_pid():
+        sh.err(f"{cmd}: {pid} is this shell (use exit to leave it)")
+        return None
+    return pid
+
+
 async def cmd_kill(sh: Shell, args: list[str], line: str) -> None:
     sig = "KILL" if "-9" in args or "-KILL" in args else "TERM"
-    pid = pid_arg(sh, args, "kill")
+    pid = await not_self(sh, pid_arg(sh, args, "kill"), "kill")
     if pid is not None:
         await sh.sys.kill(pid, sig)
 
 
 async def cmd_stop(sh: Shell, args: list[str], line: str) -> None:
-    pid = pid_arg(sh, args, "stop")
+    pid = await not_self(sh, pid_arg(sh, args, "stop"), "stop")
     if pid is not None:
         await sh.sys.kill(pid, "STOP")
 

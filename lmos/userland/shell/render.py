@@ -9,7 +9,10 @@ itself.  What the user already watched stream by (an agent's answer, its tool
 calls) is not printed a second time.
 
 Tables are drawn by rich into a string at the terminal's width, with colour
-only when the output is a terminal, so the same text works in a pipe.
+only when the output is a terminal, so the same text works in a pipe.  Every
+string a process put in its result or error is neutralised
+(:mod:`.termsafe`) where it enters the rendering, before rich adds its own
+colour codes: the text returned is safe to write to a terminal as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 from typing import Any
 
 from lmos.errors import Errno
+from lmos.userland.shell.termsafe import json_safe, neutralize
 
 _MAX_COLUMNS = 16  # more keys than this is not a table a person can read
 
@@ -28,7 +32,7 @@ def describe(w: Any) -> str:
     if w.state == "killed":
         return f"killed (status {w.exit_status})"
     if w.exit_status:
-        return f"exit {w.exit_status}" + (f": {w.error}" if w.error else "")
+        return f"exit {w.exit_status}" + (f": {neutralize(w.error)}" if w.error else "")
     return "exit 0"
 
 
@@ -36,9 +40,10 @@ def failure(app: str, w: Any) -> str:
     """Why ``app`` failed, naming the app, the errno and the reason: ``support: ENOENT: no such file: /f``.
 
     Apps often start their messages with their own name; it is said once, not twice."""
+    app = neutralize(app)
     if w.state == "killed" and not w.errno:
-        return f"{app}: {w.error or 'killed'}"
-    reason = w.error or f"exit status {w.exit_status}"
+        return f"{app}: {neutralize(w.error or 'killed')}"
+    reason = neutralize(w.error or f"exit status {w.exit_status}")
     name = ""
     if w.errno:
         try:
@@ -59,8 +64,12 @@ def to_builtins(obj: Any) -> Any:
 
 
 def to_json(value: Any) -> str:
-    """The raw value as one JSON document (``--json``)."""
-    return json.dumps(to_builtins(value), ensure_ascii=False, default=str)
+    """The raw value as one JSON document (``--json``), terminal-safe."""
+    return json_safe(json.dumps(to_builtins(value), ensure_ascii=False, default=str))
+
+
+def _dumps(value: Any, indent: int | None = None) -> str:
+    return json_safe(json.dumps(value, ensure_ascii=False, indent=indent, default=str))
 
 
 # -- what is left to show ---------------------------------------------------------------------------------
@@ -128,8 +137,8 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+        return neutralize(value)
+    return _dumps(value)
 
 
 class _Canvas:
@@ -149,22 +158,25 @@ class _Canvas:
         from rich.text import Text
 
         cols = _columns(rows)
-        t = Table(*cols, title=Text(title, style="bold") if title else None, title_justify="left",
+        head = Text(neutralize(title), style="bold") if title else None
+        t = Table(*(neutralize(c) for c in cols), title=head, title_justify="left",
                   box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
         for r in rows:
             t.add_row(*(Text(_cell(r.get(c))) for c in cols))
         self.console.print(t)
 
     def text(self, text: str) -> None:
-        """Plain text goes in as it is: the terminal wraps it, and a pipe keeps whole lines."""
-        self.buf.write(text + "\n")
+        """Plain text goes in as it is (neutralised): the terminal wraps it, and a pipe keeps whole lines."""
+        self.buf.write(neutralize(text) + "\n")
 
     def value(self) -> str:
         return "\n".join(ln.rstrip() for ln in self.buf.getvalue().rstrip("\n").splitlines())
 
 
 def _field(key: str, value: Any, width: int) -> str:
+    key = neutralize(key)
     if isinstance(value, str):
+        value = neutralize(value)  # before splitting: only a real newline starts a line
         if "\n" not in value.strip():
             return f"{key}: {value.strip()}"
         return f"{key}:\n" + "\n".join(f"  {ln}" for ln in value.strip("\n").splitlines())
@@ -173,7 +185,7 @@ def _field(key: str, value: Any, width: int) -> str:
     flat = f"{key}: {_cell(value)}"
     if len(flat) <= width:
         return flat
-    pretty = json.dumps(value, ensure_ascii=False, indent=2, default=str)
+    pretty = _dumps(value, indent=2)
     return f"{key}:\n" + "\n".join(f"  {ln}" for ln in pretty.splitlines())
 
 
@@ -184,7 +196,7 @@ def render_result(value: Any, streamed: str = "", *, width: int = 100, color: bo
     if view is None:
         return ""
     if isinstance(view, str):
-        return view
+        return neutralize(view)
     if is_records(view):
         canvas = _Canvas(width, color)
         canvas.table(view)
@@ -192,7 +204,7 @@ def render_result(value: Any, streamed: str = "", *, width: int = 100, color: bo
     as_fields = isinstance(view, dict) and (
         view != value or isinstance(view.get("text"), str) or any(is_records(v) for v in view.values()))
     if not isinstance(view, dict) or not as_fields:
-        return json.dumps(view, ensure_ascii=False, indent=2, default=str)
+        return _dumps(view, indent=2)
     canvas = _Canvas(width, color)
     if isinstance(view.get("text"), str):
         canvas.text(view["text"].strip())

@@ -12,7 +12,7 @@ from typing import Any
 
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.tool import Tool, ToolCtx
-from lmos.userland.sandbox import Limits, execute, violation
+from lmos.userland.sandbox import Limits, execute, violations
 
 
 def code_tool(
@@ -30,16 +30,13 @@ def code_tool(
         async def handler(call: str, payload: dict[str, Any]) -> Any:
             return await ctx.call(call, **payload)
 
-        r = await execute(source, limits=limits, syscalls=handler, inputs={"args": args})
-        bad = violation(r)
-        if bad is not None:
-            try:
-                await ctx.call("audit", event="sandbox_violation", detail=bad)
-            except SyscallError:
-                pass  # the audit row of the call itself is written either way
+        r = await execute(source, limits=limits, syscalls=handler, inputs={"args": args}, owner=ctx.uid)
+        for bad in violations(r):  # every guard refusal, even one the code caught
+            await ctx.report_violation(f"tool {name}: {bad}")
         if not r.ok:
             raise SyscallError(Errno.EIO, f"tool {name} failed: {r.error}")
         value = r.namespace.get("result")
         return str(value) if value is not None else r.stdout.rstrip("\n")
 
-    return Tool(name, description, parameters, run, caps=caps)
+    # what sandboxed code returns is its author's choice, not the caller's: it taints the caller
+    return Tool(name, description, parameters, run, caps=caps, taints=True)

@@ -12,5 +12,5 @@ task, chan_name = argv
 result = agent([{"role": "system", "content": manifest["system"]}, {"role": "user", "content": task}],
                temperature=0.0)
 me = getpid()["pid"]
-chan = chan_open(name=chan_name)["chan"]
+chan = chan_open(name=chan_name)["chan"]  # the planner's private channel: open to its children only
 send(chan=chan, data={"pid": me, "task": task, "answer": result["text"], "calls": len(result["calls"])})

@@ -3,7 +3,8 @@
 Usage: team TASK...
 
 The planner asks the model for independent subtasks (one per line), spawns a
-`team-worker` per subtask, and collects their answers from a private channel.
+`team-worker` per subtask, and collects their answers from a private channel (kernel-named; only the
+planner and its workers may open it).
 Workers are processes, not coroutines of the planner, so they are scheduled,
 batched, quota-limited and killable like any other; the planner is BLOCKED in
 wait/recv meanwhile (its KV left to the policy).  A failed worker is reported
@@ -28,8 +29,10 @@ if not task:
 plan = ask([{"role": "system", "content": manifest["system"]}, {"role": "user", "content": task}],
            max_tokens=128, temperature=0.0)
 parts = subtasks(plan) or [task]
-chan_name = "team." + str(getpid()["pid"])
-chan = chan_open(name=chan_name, capacity=len(parts))["chan"]
+# A private channel: the kernel names it, and only this process and its workers may open it,
+# so no other process (of any user) can pre-create it, read the answers or forge one.
+opened = chan_open(name="team", capacity=len(parts), private=True)
+chan, chan_name = opened["chan"], opened["name"]
 pids = [spawn(app="team-worker", argv=[part, chan_name])["pid"] for part in parts]
 # Reap every worker first: a worker that fails never sends, and the planner must
 # not wait on the channel for it.  Answers were sent before each worker exited,

@@ -1,0 +1,54 @@
+"""Helpers for HTTP API tests: a kernel served on a real loopback socket, SSE parsing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+
+import lmos
+from lmos.server import serve
+
+
+@asynccontextmanager
+async def served(k: lmos.Kernel, **kw: Any) -> AsyncIterator[str]:
+    """Serve ``k`` (already entered) on 127.0.0.1 and an ephemeral port; yields the base URL."""
+    kw.setdefault("host", "127.0.0.1")
+    kw.setdefault("uid", 1000)
+    async with anyio.create_task_group() as tg:
+        port: list[int] = []
+        started = anyio.Event()
+
+        def ready(p: int) -> None:
+            port.append(p)
+            started.set()
+
+        tg.start_soon(lambda: serve(k, port=0, ready=ready, **kw))
+        await started.wait()
+        yield f"http://127.0.0.1:{port[0]}"
+        tg.cancel_scope.cancel()
+
+
+def client(base: str, key: str | None = None, **kw: Any) -> httpx.AsyncClient:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(base_url=base, timeout=kw.pop("timeout", 10), headers=headers, **kw)
+
+
+async def sse_events(resp: httpx.Response) -> list[tuple[str | None, str]]:
+    out: list[tuple[str | None, str]] = []
+    event: str | None = None
+    async for line in resp.aiter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            out.append((event, line[6:]))
+            event = None
+    return out
+
+
+def err(r: httpx.Response) -> tuple[int, str]:
+    """(status, errno) of a JSON error reply."""
+    return r.status_code, r.json()["error"]["errno"]
