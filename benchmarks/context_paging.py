@@ -6,7 +6,11 @@ conversation grows, and asked about at the end.  The scripted driver answers
 from what is in its window only, so a right answer means the needle was paged
 back in (automatic recall).  Each run is done twice, with KV prefix reuse and
 with the whole window re-prefilled every turn, to measure what prefix reuse
-saves.  Also measured: the latency of an explicit ``mem_recall`` that pages in.
+saves.  Also measured: the latency of an explicit ``mem_recall`` that pages in, and
+what the memory manager holds in RAM at the end of each conversation (token ids
+and bytes, counted deeply; ``mem_stat``'s ``held_tokens``/``held_bytes``):
+swapped pages live in the store only, so the 50x figure must stay within twice
+the 2x one (``ram_bytes_ratio_x50_x2``; ``ram_bounded`` says whether it did).
 
     python benchmarks/context_paging.py [--window 1024] [--trials 8]
 
@@ -113,6 +117,7 @@ async def one_run(window: int, multiple: int, seed: int, reuse: bool) -> dict[st
             total += r.prompt_tokens + r.completion_tokens
             turn += 1
         st = await sys.mem_stat(pages=True)
+        out["held_tokens"], out["held_bytes"] = st.held_tokens, st.held_bytes
         out["needle_paged_out"] = not needle_resident()
         out["turns"], out["evictions"], out["recalls"] = st.turns, st.evictions, st.recalls
         out["reprefill_per_turn"] = st.reprefill_tokens / st.turns
@@ -167,11 +172,17 @@ async def main() -> None:
         res[f"prefill_tok_per_turn_reuse_{tag}"] = round(pre_on, 1)
         res[f"prefill_tok_per_turn_noreuse_{tag}"] = round(pre_off, 1)
         res[f"prefill_cut_{tag}"] = round(1 - pre_on / pre_off, 3) if pre_off else None
+        res[f"ram_tokens_{tag}"] = int(statistics.median(r["held_tokens"] for r in runs))
+        res[f"ram_bytes_{tag}"] = int(statistics.median(r["held_bytes"] for r in runs))
         res[f"recall_page_in_ms_{tag}"] = round(1e3 * statistics.median(r["recall_s"] for r in runs), 3)
         hits = [r["recall_hit"] for r in runs if r["recall_hit"] is not None]
         res[f"explicit_recall_hit_{tag}"] = round(statistics.fmean(hits), 3) if hits else None
         print(f"x{mult}: accuracy {acc:.2f}, reprefill/turn {re_on:.1f} vs {re_off:.1f}, prefill/turn "
-              f"{pre_on:.1f} vs {pre_off:.1f} ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+              f"{pre_on:.1f} vs {pre_off:.1f}, RAM {res[f'ram_tokens_{tag}']} tokens "
+              f"{res[f'ram_bytes_{tag}']} bytes ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    res["ram_bytes_ratio_x50_x2"] = round(res["ram_bytes_x50"] / res["ram_bytes_x2"], 3)
+    res["ram_tokens_ratio_x50_x2"] = round(res["ram_tokens_x50"] / res["ram_tokens_x2"], 3)
+    res["ram_bounded"] = res["ram_bytes_ratio_x50_x2"] <= 2.0 and res["ram_tokens_ratio_x50_x2"] <= 2.0
     print(json.dumps(res))
 
 

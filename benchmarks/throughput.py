@@ -1,387 +1,249 @@
-"""Generation throughput: lmos (HFDriver, continuous batching) against its peers.
+"""Generation throughput: lmos against transformers peers, each in its own fresh process.
 
-One run, one random-init Llama, the same prompts for every peer:
+One random-init Llama (the same seeded weights in every process), greedy, no eos:
 
-* ``lmos_driver``: the paged driver stepped by a minimal scheduler loop here;
-* ``lmos``: the full kernel (``lmos.Kernel.complete``), when the facade exists;
-* ``sequential``: ``model.generate`` per prompt, one after another;
+* ``lmos``: the full kernel, one process per request through ``Kernel.complete``;
+* ``lmos_driver``: the paged driver alone under a minimal scheduler loop;
+* ``bare``: the ceiling: a batched forward loop over a ``DynamicCache``, no scheduling;
 * ``padded``: one left-padded static batch through ``model.generate``;
-* ``generate_batch``: transformers' own continuous batching, if it runs;
-* ``bare``: the ceiling: a batched forward loop over a ``DynamicCache``,
-  greedy, no scheduling at all.
+* ``sequential``: ``model.generate`` on one prompt after another (also the reference);
+* ``generate_batch`` (opt-in, ``--generate-batch``): transformers' own continuous batching.
 
-Plus memory figures: KV blocks used by sequences sharing a long system prompt
-against the ideal, internal fragmentation at ~1,000-token sequences, peak RSS.
-Progress goes to stderr; the last line on stdout is one JSON object.
+What makes the comparison fair (each point answers a way an earlier version was not):
+
+* **Fresh processes.**  Every peer runs in a new process in every round (``throughput_peers.py``),
+  with the same thread count and one untimed warm-up run: an open kernel slows every other torch
+  call in its process, and warm state must not follow a peer from round to round.
+* **Interleaved, same tries.**  Each round runs every peer once, the reference first and the rest
+  in an order rotated per round; every peer gets ``--rounds`` tries.  Figures: best and median
+  tok/s per peer; ``ratio_A_vs_B`` is best over best (load on a shared machine only ever slows a
+  run, so the best is the least disturbed), ``ratio_A_vs_B_paired`` the median of the per-round
+  ratios (adjacent runs: it cancels slow drift, but not a burst that hits one run of a pair).
+* **Modes.**  ``--mode cold`` (default): new prompts every round, warm-up prompts disjoint from
+  the timed ones, no shared prefix anywhere; the lmos peers' prefix-cache hits are reported and
+  must be zero.  ``--mode shared``: every prompt starts with the same ``--system-tokens`` system
+  prompt, which the warm-up requests have computed, as a server with a fixed system prompt has
+  done; here the prefix cache legitimately helps lmos, and the transformers peers (no prefix
+  cache) recompute it.  The two modes answer different questions: never quote one as the other.
+* **Correctness is enforced.**  Every peer's tokens must equal ``model.generate``'s (the
+  sequential peer, per prompt) in every round.  A mismatch exits 1 and prints no throughput.
+
+Plus memory figures (KV blocks for sequences sharing a system prompt against the ideal, internal
+fragmentation) from one more process.  Progress goes to stderr; the last line on stdout is one
+JSON object.  ``--corrupt PEER`` perturbs one token of that peer's output, to test the check.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import resource
+import os
+import random
+import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-import torch
+PEERS = ("lmos", "lmos_driver", "bare", "padded")  # besides the sequential reference
+LMOS_PEERS = ("lmos", "lmos_driver")
+VOCAB = {"tiny": 256, "small": 4096, "large": 32000}
+BLOCK = 16  # the lmos peers' KV block size: the prefix cache's unit
+CHILD = Path(__file__).with_name("throughput_peers.py")
 
-from lmos.drivers.base import SamplingParams, StepItem, StepPlan
-from lmos.drivers.hf import HFDriver
 
-GREEDY = SamplingParams(temperature=0.0)
-SIZES = {
-    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=4, vocab_size=4096),
-    "large": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
-                  num_key_value_heads=8, vocab_size=32000),
-}
+class BenchError(Exception):
+    """The run cannot report figures; ``code`` is the exit status."""
+
+    def __init__(self, code: int, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.code, self.detail = code, detail
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_model(size: str, device: torch.device) -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    # no eos token: every peer generates the full length and greedy decoding is not altered by eos suppression
-    cfg = LlamaConfig(**SIZES[size], max_position_embeddings=2048, tie_word_embeddings=False,
-                      bos_token_id=None, eos_token_id=None, pad_token_id=0)
-    model = LlamaForCausalLM(cfg).eval()
-    dtype = torch.bfloat16 if device.type == "cuda" and size == "large" else torch.float32
-    return model.to(device=device, dtype=dtype)
+def draw(rng: random.Random, n: int, vocab: int, prefix: list[int]) -> list[list[int]]:
+    """``n`` prompts of 32..92 own tokens after ``prefix``."""
+    lengths = [32 + (60 * i) // max(n - 1, 1) for i in range(n)]
+    return [prefix + [rng.randrange(3, vocab) for _ in range(length)] for length in lengths]
 
 
-def make_prompts(n: int, vocab: int) -> list[list[int]]:
-    g = torch.Generator().manual_seed(1)
-    lengths = [32 + (60 * i) // max(n - 1, 1) for i in range(n)]  # 32 .. 92
-    return [torch.randint(3, vocab, (n_,), generator=g).tolist() for n_ in lengths]
+def workload(args: argparse.Namespace) -> tuple[list[int], list[tuple[list[list[int]], list[list[int]]]]]:
+    """The system prompt (empty when cold) and, per round, (warm-up prompts, timed prompts).
+
+    Every own part (the tokens after the system prompt) is new: no two of them, across rounds and
+    warm-ups, share their first KV block, so nothing but the system prompt can come from a prefix
+    cache.  Checked here rather than trusted to chance.
+    """
+    vocab = VOCAB[args.size]
+    rng = random.Random(1)
+    system = [rng.randrange(3, vocab) for _ in range(args.system_tokens)] if args.mode == "shared" else []
+    rounds = []
+    seen: set[tuple[int, ...]] = set()
+    for _ in range(args.rounds):
+        warm, timed = draw(rng, args.prompts, vocab, system), draw(rng, args.prompts, vocab, system)
+        for p in warm + timed:
+            head = tuple(p[len(system): len(system) + BLOCK])
+            if head in seen:
+                raise BenchError(2, "two prompts share a first block; draw again with another seed")
+            seen.add(head)
+        rounds.append((warm, timed))
+    return system, rounds
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def run_child(job: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
+    """One peer in a new interpreter; its JSON answer.  Raises on a crash or a timeout."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run([sys.executable, str(CHILD)], input=json.dumps(job), capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"peer {job['peer']} exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
+    answer: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return answer
 
 
-# ---------------------------------------------------------------- peers
-def run_driver(driver: HFDriver, prompts: list[list[int]], new: int,
-               base_id: int = 0) -> dict[int, list[int]]:
-    """A minimal scheduler: admit all, chunk prefills within the step budget, decode to the end."""
-    out: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        driver.add(base_id + i, p, GREEDY)
-        out[base_id + i] = []
-    live = set(out)
-    while live:
-        items: list[StepItem] = []
-        budget = driver.limits.max_tokens
-        free = driver.kv_free()
-        for sid in sorted(live):
-            if len(items) == driver.limits.max_seqs or budget == 0:
-                break
-            n = min(driver.pending(sid), budget)
-            need = driver.kv_needed(sid, n)
-            if n == 0 or need > free:
-                continue
-            free -= need
-            budget -= n
-            items.append(StepItem(sid, n))
-        for sid, tok in driver.step(StepPlan(items=items)).items():
-            if tok is not None:
-                out[sid].append(tok)
-                if len(out[sid]) == new:
-                    live.discard(sid)
-                    driver.free(sid)
-    return out
+def check(peer: str, got: list[list[int]], ref: list[list[int]], rnd: int) -> None:
+    bad = [i for i, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b]
+    if bad:
+        i = bad[0]
+        at = next((j for j, (x, y) in enumerate(zip(got[i], ref[i], strict=False)) if x != y),
+                  min(len(got[i]), len(ref[i])))
+        raise BenchError(1, f"{peer} differs from model.generate in round {rnd + 1}: {len(bad)} of "
+                         f"{len(ref)} sequences (first: prompt {i}, token {at})",
+                         mismatch_peer=peer, mismatch_sequences=len(bad), mismatch_round=rnd + 1)
 
 
-def run_kernel(driver: HFDriver, prompts: list[list[int]], new: int) -> list[list[int]]:
-    import anyio
-
-    import lmos
-
-    async def main() -> list[list[int]]:
-        results: list[list[int]] = [[] for _ in prompts]
-        async with lmos.Kernel(model=driver, state_dir=":memory:") as k:  # type: ignore[attr-defined]
-
-            async def one(i: int) -> None:
-                r = await k.complete(prompts[i], max_tokens=new, temperature=0)
-                results[i] = list(r.token_ids)
-
-            async with anyio.create_task_group() as tg:
-                for i in range(len(prompts)):
-                    tg.start_soon(one, i)
-        return results
-
-    return anyio.run(main)
-
-
-def run_sequential(model: Any, prompts: list[list[int]], new: int, device: torch.device) -> list[list[int]]:
-    outs = []
-    for p in prompts:
-        ids = torch.tensor([p], device=device)
-        g = model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
-        outs.append(g[0, len(p) :].tolist())
-    return outs
-
-
-def left_pad(prompts: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    return ids, mask
-
-
-def run_padded(model: Any, prompts: list[list[int]], new: int, device: torch.device) -> list[list[int]]:
-    ids, mask = left_pad(prompts, device)
-    g = model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                       pad_token_id=0)
-    return g[:, ids.shape[1] :].tolist()
-
-
-def run_generate_batch(model: Any, prompts: list[list[int]], new: int, limit_s: float) -> list[list[int]]:
-    """transformers' continuous batching, in a daemon thread so a stall cannot hang the whole run."""
-    import threading
-
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["out"] = _generate_batch(model, prompts, new)
-        except Exception as exc:
-            box["err"] = exc
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    t.join(limit_s)
-    if t.is_alive():
-        raise TimeoutError(f"generate_batch took over {limit_s:.0f}s")
-    if "err" in box:
-        raise box["err"]
-    return list(box["out"])
-
-
-def _generate_batch(model: Any, prompts: list[list[int]], new: int) -> list[list[int]]:
-    from transformers import GenerationConfig
-
-    cfg = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=-1,
-                           pad_token_id=0)
-    res = model.generate_batch(inputs=prompts, generation_config=cfg, progress_bar=False)
-    ordered = sorted(res.values(), key=lambda r: int(str(r.request_id).split("_")[-1]))
-    return [list(r.generated_tokens) for r in ordered]
-
-
-def run_bare(model: Any, prompts: list[list[int]], new: int, device: torch.device) -> list[list[int]]:
-    from transformers import DynamicCache
-
-    ids, mask = left_pad(prompts, device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                logits_to_keep=1)
-    tok = out.logits[:, -1].argmax(-1)
-    toks = [tok]
-    ones = torch.ones(len(prompts), 1, dtype=mask.dtype, device=device)
-    for _ in range(new - 1):
-        mask = torch.cat([mask, ones], dim=1)
-        pos = pos[:, -1:] + 1
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache,
-                    use_cache=True)
-        tok = out.logits[:, -1].argmax(-1)
-        toks.append(tok)
-    return torch.stack(toks, 1).tolist()
-
-
-def timed(name: str, fn: Any, tokens: int, device: torch.device, repeat: int,
-          inference: bool = True) -> tuple[float, Any]:
-    best = float("inf")
-    result = None
-    for _ in range(repeat):
-        sync(device)
-        t0 = time.perf_counter()
-        with torch.inference_mode(inference):
-            result = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    log(f"{name}: {tokens / best:,.0f} tok/s ({best:.2f}s)")
-    return tokens / best, result
-
-
-# -------------------------------------------------------------- memory
-def budget_for(model: Any, tokens: int) -> str:
-    """A KV budget (bytes) for ``tokens`` tokens with 50% headroom: no more memory than the figure needs."""
-    c = model.config
-    per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
-    per_token *= next(model.parameters()).element_size()
-    return str(int(tokens * per_token * 1.5) + 2**20)
-
-
-def sharing_figure(model: Any, size: str, quick: bool) -> dict[str, float]:
-    """32 sequences: a shared 512-token system prompt, 64 own tokens, 64 generated."""
-    nseq, sys_len, own, gen = (8, 128, 32, 16) if quick else (32, 512, 64, 64)
-    bs = 16
-    d = HFDriver(copy.deepcopy(model), block_size=bs, max_seqs=64, max_tokens_per_step=2048,
-                 kv_memory=budget_for(model, sys_len + nseq * (sys_len + own + gen)))
-    vocab = SIZES[size]["vocab_size"]
-    g = torch.Generator().manual_seed(2)
-    system = torch.randint(3, vocab, (sys_len,), generator=g).tolist()
-    seqs = [system + torch.randint(3, vocab, (own,), generator=g).tolist() for _ in range(nseq)]
-    with torch.inference_mode():
-        # the first sequence computes the system prompt; later ones find it in the prefix cache
-        d.add(0, seqs[0], GREEDY)
-        d.step(StepPlan(items=[StepItem(0, d.pending(0) - 1, sample=False)]))
-        d.free(0)
-        peak = 0
-        out = {i: 0 for i in range(nseq)}
-        for i, s in enumerate(seqs):
-            d.add(i, s, GREEDY)
-        while any(v < gen for v in out.values()):
-            items = [StepItem(i, d.pending(i)) for i in range(nseq) if out[i] < gen]
-            res = d.step(StepPlan(items=items))
-            for i, tok in res.items():
-                if tok is not None:
-                    out[i] += 1
-            peak = max(peak, d.limits.num_blocks - d.kv_free())
-    ideal = -(-(sys_len + nseq * (own + gen)) // bs)
-    d.close()
-    return {"shared_blocks_used": peak, "shared_blocks_ideal": ideal, "shared_ratio": round(peak / ideal, 4)}
-
-
-def fragmentation_figure(model: Any, quick: bool) -> dict[str, float]:
-    """16 sequences of ~1,000 tokens at block size 16: slack in their last blocks."""
-    n, base = (4, 250) if quick else (16, 1000)
-    d = HFDriver(copy.deepcopy(model), block_size=16, kv_memory=budget_for(model, n * (base + 40)),
-                 max_tokens_per_step=2048)
-    g = torch.Generator().manual_seed(3)
-    lengths = [base + int(x) for x in torch.randint(-24, 25, (n,), generator=g)]
-    vocab = int(model.config.vocab_size)
-    with torch.inference_mode():
-        for i, length in enumerate(lengths):
-            d.add(i, torch.randint(3, vocab, (length,), generator=g).tolist(), GREEDY)
-            while d.pending(i) > 1:
-                d.step(StepPlan(items=[StepItem(i, min(d.pending(i) - 1, 2048), sample=False)]))
-    used = d.limits.num_blocks - d.kv_free()
-    cached = sum(length - 1 for length in lengths)
-    d.close()
-    return {"frag_blocks": used, "frag_tokens": cached,
-            "fragmentation": round(1 - cached / (used * 16), 4)}
-
-
-def new_driver(model: Any) -> HFDriver:
-    return HFDriver(copy.deepcopy(model), block_size=16, kv_memory="128MiB", max_seqs=64,
-                    max_tokens_per_step=2048)
-
-
-def throughput_figures(model: Any, prompts: list[list[int]], new: int, device: torch.device,
-                       repeat: int, gb_limit: float) -> dict[str, Any]:
-    fig: dict[str, Any] = {}
-    tokens = new * len(prompts)
-    # warm-up: first calls pay one-off costs (allocator, kernels, lazy imports)
-    drv = new_driver(model)
-    with torch.inference_mode():
-        run_bare(model, prompts[:2], 2, device)
-        run_driver(drv, prompts[:2], 2, base_id=10_000)
-
-    import lmos
-
-    # the close peers run in interleaved rounds (best of each kept), so a burst of load on a shared
-    # machine hits them alike instead of skewing one ratio
-    peers: dict[str, tuple[str, Any]] = {
-        "bare_tok_s": ("bare", lambda: run_bare(model, prompts, new, device)),
-        "lmos_driver_tok_s": ("lmos driver", lambda: run_driver(drv, prompts, new)),
-    }
-    fresh: list[HFDriver] = []
-    if hasattr(lmos, "Kernel"):
-        # The kernel closes its drivers on exit: a fresh driver per round, built and warmed by one
-        # untimed run of the same work before the clock starts (a fresh driver's first run is ~15%
-        # slower on CPU, allocator warm-up), so the kernel figure differs from the driver figure by
-        # the kernel's own cost only.
-        peers["lmos_tok_s"] = ("lmos kernel", lambda: run_kernel(fresh.pop(), prompts, new))
-    outs: dict[str, Any] = {}
-    for _ in range(repeat):
-        for key, (name, fn) in list(peers.items()):
-            if key == "lmos_tok_s":
-                fresh.append(new_driver(model))
-                with torch.inference_mode():
-                    run_driver(fresh[-1], prompts, new, base_id=1_000_000)
+def run_rounds(args: argparse.Namespace,
+               peers: list[str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    system, rounds = workload(args)
+    base = {"size": args.size, "device": args.device, "threads": args.threads, "new": args.new_tokens}
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in ["sequential", *peers]}
+    info: dict[str, Any] = {}
+    for r, (warm, timed) in enumerate(rounds):
+        k = r % len(peers)
+        order = ["sequential", *peers[k:], *peers[:k]]  # the reference first: the others are checked
+        for peer in order:
+            # the sequential reference runs prompts one by one: two warm it as well as sixteen would
+            job = {**base, "peer": peer, "prompts": timed, "warm": warm if peer != "sequential" else warm[:2],
+                   "corrupt": peer == args.corrupt}
             try:
-                rate, outs[key] = timed(name, fn, tokens, device, 1)
-            except Exception as exc:  # the facade is young: report, do not abort the run
-                fig["lmos_kernel_error"] = f"{type(exc).__name__}: {exc}"[:200]
-                del peers[key]
+                res = run_child(job, args.threads, args.generate_batch_limit if peer == "generate_batch"
+                                else args.timeout)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                if peer != "generate_batch":
+                    raise BenchError(2, f"{type(exc).__name__}: {exc}"[:2000]) from None
+                info["generate_batch_error"] = f"{type(exc).__name__}: {exc}"[:300]  # opt-in, known slow
+                log(f"  generate_batch dropped: {info['generate_batch_error']}")
+                peers.remove(peer)
+                runs.pop(peer)
                 continue
-            fig[key] = max(fig.get(key, 0.0), rate)
-    drv.close()
-    bare = outs["bare_tok_s"]
-    lm_list = [outs["lmos_driver_tok_s"][i] for i in range(len(prompts))]
-    if "lmos_tok_s" in outs:
-        fig["lmos_kernel_matches_driver"] = outs["lmos_tok_s"] == lm_list
-    fig["peak_rss_lmos_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    if device.type == "cuda":  # before the transformers peers, which reserve most of the GPU
-        fig["peak_cuda_lmos_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    fig["sequential_tok_s"], seq = timed(
-        "sequential generate", lambda: run_sequential(model, prompts, new, device), tokens, device, 1)
-    fig["padded_tok_s"], _ = timed("padded generate", lambda: run_padded(model, prompts, new, device), tokens,
-                                   device, repeat)
-    gb_model = copy.deepcopy(model)
-    try:
-        if gb_limit <= 0:
-            raise RuntimeError("skipped (--generate-batch-limit 0)")
-        fig["generate_batch_tok_s"], gb = timed(
-            "generate_batch", lambda: run_generate_batch(gb_model, prompts, new, gb_limit), tokens, device, 1,
-            False)
-        fig["generate_batch_matches"] = sum(a == b for a, b in zip(gb, seq, strict=False))
-    except Exception as exc:
-        fig["generate_batch_error"] = f"{type(exc).__name__}: {exc}"[:200]
-        log(f"generate_batch failed: {fig['generate_batch_error']}")
-    fig["lmos_matches_generate"] = sum(a == b for a, b in zip(lm_list, seq, strict=True))
-    fig["bare_matches_generate"] = sum(a == b for a, b in zip(bare, seq, strict=True))
-    head = fig.get("lmos_tok_s", fig["lmos_driver_tok_s"])
-    fig["ratio_vs_bare"] = round(head / fig["bare_tok_s"], 3)
-    fig["ratio_vs_sequential"] = round(head / fig["sequential_tok_s"], 3)
-    fig["driver_ratio_vs_bare"] = round(fig["lmos_driver_tok_s"] / fig["bare_tok_s"], 3)
+            if peer != "sequential":  # the reference ran first in this round
+                check(peer, res["tokens"], runs["sequential"][-1]["tokens"], r)
+            if args.mode == "cold" and res["prefix_hit_tokens"]:
+                raise BenchError(2, f"{peer}: {res['prefix_hit_tokens']} prompt tokens of cold prompts came "
+                                 "from the prefix cache: the workload is not cold")
+            runs[peer].append(res)
+            tok_s = len(timed) * args.new_tokens / res["seconds"]
+            hits = f", prefix-cache hits {res['prefix_hit_tokens'] / res['prompt_tokens']:.0%}" \
+                if peer in LMOS_PEERS else ""
+            log(f"round {r + 1}/{len(rounds)} {peer:>14}: {tok_s:9,.0f} tok/s ({res['seconds']:.2f}s{hits})")
+            info.update(params_m=res["params_m"], dtype=res["dtype"])
+            if info.setdefault("threads", res["threads"]) != res["threads"]:
+                raise BenchError(2, f"{peer} ran with {res['threads']} threads, others with "
+                                 f"{info['threads']}")
+    info["system_tokens"] = len(system)
+    return runs, info
+
+
+def figures(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    tokens = args.prompts * args.new_tokens
+    fig: dict[str, Any] = {}
+    rates = {p: [tokens / r["seconds"] for r in rs] for p, rs in runs.items()}
+    for p, rs in runs.items():
+        fig[f"{p}_tok_s"] = round(max(rates[p]), 1)
+        fig[f"{p}_tok_s_median"] = round(statistics.median(rates[p]), 1)
+        fig[f"{p}_peak_rss_mib"] = max(r["peak_rss_mib"] for r in rs)
+        if p in LMOS_PEERS:
+            hit = sum(r["prefix_hit_tokens"] for r in rs) / sum(r["prompt_tokens"] for r in rs)
+            fig[f"{p}_prefix_hit_rate"] = round(hit, 4)
+    for a in LMOS_PEERS:
+        for b in ("bare", "padded", "sequential", "generate_batch", "lmos_driver"):
+            if a != b and a in rates and b in rates:
+                fig[f"ratio_{a}_vs_{b}"] = round(max(rates[a]) / max(rates[b]), 3)
+                paired = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+                fig[f"ratio_{a}_vs_{b}_paired"] = round(statistics.median(paired), 3)
+    fig["sequences_checked"] = len(runs["sequential"]) * args.prompts * (len(runs) - 1)
     return fig
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    ap.add_argument("--quick", action="store_true", help="fewer tokens, one repetition (smoke run)")
-    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--mode", choices=("cold", "shared"), default="cold",
+                    help="cold: no shared prefix anywhere; shared: a common, already computed system prompt")
+    ap.add_argument("--system-tokens", type=int, default=256, help="system prompt length (--mode shared)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--size", choices=sorted(VOCAB), default="small")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--rounds", type=int, default=3, help="tries per peer (one fresh process each)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads in every peer (0: torch's default)")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help="comma-separated, besides the sequential reference")
+    ap.add_argument("--generate-batch", action="store_true", help="add transformers' generate_batch peer")
     ap.add_argument("--generate-batch-limit", type=float, default=120.0,
-                    help="seconds before transformers' generate_batch peer is given up (0 skips it)")
-    ap.add_argument("--repeat", type=int, default=3, help="timed repetitions per peer (best is kept)")
+                    help="seconds before a generate_batch run is given up (the peer is then dropped)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds any other peer's process may take")
+    ap.add_argument("--skip-memory", action="store_true", help="no KV memory figures")
+    ap.add_argument("--quick", action="store_true", help="8 new tokens, one round, small memory figures")
+    ap.add_argument("--corrupt", default="", help="perturb one output token of this peer (tests the check)")
     args = ap.parse_args()
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    new = 8 if args.quick else args.new_tokens
-    repeat = 1 if args.quick else args.repeat
-    model = build_model(args.size, device)
-    prompts = make_prompts(args.prompts, SIZES[args.size]["vocab_size"])
-    params = sum(p.numel() for p in model.parameters())
-    log(f"model {args.size}: {params / 1e6:.1f}M params on {device}, {len(prompts)} prompts x {new} tokens")
-    fig: dict[str, Any] = {"bench": "throughput", "device": str(device), "size": args.size,
-                           "params_m": round(params / 1e6, 2), "dtype": str(next(model.parameters()).dtype),
-                           "prompts": len(prompts), "new_tokens": new, "threads": torch.get_num_threads()}
-    fig.update(throughput_figures(model, prompts, new, device, repeat, args.generate_batch_limit))
-    log("memory figures ...")
-    fig.update(sharing_figure(model, args.size, args.quick))
-    fig.update(fragmentation_figure(model, args.quick))
-    fig["peak_rss_total_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    if device.type == "cuda":
-        fig["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    for k, v in fig.items():
-        if isinstance(v, float):
-            fig[k] = round(v, 1) if v > 100 else v
+    if args.quick:
+        args.new_tokens, args.rounds = 8, 1
+    if args.mode == "shared" and (args.system_tokens < BLOCK or args.system_tokens % BLOCK):
+        ap.error(f"--system-tokens must be a positive multiple of {BLOCK} (whole KV blocks)")
+    peers = [p for p in args.peers.split(",") if p and p != "sequential"]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        ap.error(f"unknown peers {sorted(unknown)} (known: {', '.join(PEERS)})")
+    if args.generate_batch:
+        peers.append("generate_batch")
+    if not peers:
+        ap.error("no peer to compare with the sequential reference")
+    if args.corrupt and args.corrupt not in ["sequential", *peers]:
+        ap.error(f"--corrupt {args.corrupt}: not a peer of this run")
+    log(f"throughput ({args.mode}): {args.size} model on {args.device}, {args.prompts} prompts x "
+        f"{args.new_tokens} tokens, {args.rounds} round(s) of {len(peers) + 1} fresh processes")
+    t0 = time.perf_counter()
+    try:
+        runs, info = run_rounds(args, peers)
+    except BenchError as exc:
+        log(f"FAILED: {exc}")
+        print(json.dumps({"bench": "throughput", "mode": args.mode, "error": str(exc), **exc.detail}))
+        return exc.code
+    fig: dict[str, Any] = {"bench": "throughput", "mode": args.mode, "device": args.device, "size": args.size,
+                           "params_m": info["params_m"], "dtype": info["dtype"], "prompts": args.prompts,
+                           "new_tokens": args.new_tokens, "rounds": args.rounds, "threads": info["threads"],
+                           "system_tokens": info["system_tokens"]}
+    fig.update(figures(args, runs))
+    if "generate_batch_error" in info:
+        fig["generate_batch_error"] = info["generate_batch_error"]
+    if not args.skip_memory:
+        log("memory figures ...")
+        job = {"peer": "memory", "size": args.size, "device": args.device, "threads": args.threads,
+               "quick": args.quick}
+        try:
+            mem = run_child(job, args.threads, args.timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            log(f"FAILED: memory figures: {exc}")
+            return 2
+        fig.update({k: v for k, v in mem.items() if k != "peak_rss_mib"})
+    fig["wall_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(fig))
     return 0
 

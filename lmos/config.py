@@ -110,6 +110,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     inline_step_ms: float = 50.0
     # tracing
     trace_per_process: int = 256  # syscall trace entries kept in memory per process
+    # context memory: keep an ended process's pages in the store (for replay; they count against its
+    # owner's store quota) rather than delete them when it ends (kernel/memmanager.py)
+    keep_ended_pages: bool = False
     # identity of front ends (TOML table [users])
     users: Users = msgspec.field(default_factory=Users)
     # the sandbox for untrusted code (TOML table [sandbox])

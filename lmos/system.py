@@ -29,12 +29,11 @@ from typing import Any, Literal
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lmos.config import Config, default_home, load_config
 from lmos.drivers.base import Driver
 from lmos.errors import Errno, SyscallError
-from lmos.kernel.events import Event
+from lmos.kernel.events import Event, Subscription
 from lmos.kernel.identity import resolve_host_uid
 from lmos.kernel.journal import Journal
 from lmos.kernel.kernel import INIT_PID, KernelCore
@@ -359,12 +358,13 @@ async def _ended(ev: Event) -> AsyncIterator[Event]:
     yield ev
 
 
-async def _drain(recv: MemoryObjectReceiveStream[Event]) -> AsyncIterator[Event]:
+async def _drain(recv: Subscription) -> AsyncIterator[Event]:
     async with recv:
-        async for ev in recv:
-            yield ev
-            if ev.kind == "exit":
-                return
+        while batch := await recv.batch():  # all that is waiting, [] once the stream has ended
+            for ev in batch:
+                yield ev
+                if ev.kind == "exit":
+                    return
 
 
 def _strip_errno(msg: str) -> str:

@@ -224,7 +224,9 @@ async def test_plain_processes_keep_append_only_behaviour() -> None:
 async def test_pages_read_back_exactly_after_restart(tmp_path: Path) -> None:
     state = str(tmp_path / "state")
     snapshot: dict[str, Any] = {}
-    async with kernel(ScriptedDriver("fine, thanks.", max_model_len=WINDOW), state_dir=state) as k:
+    # keep_ended_pages: the pages outlive the process (else they are deleted when it ends)
+    async with kernel(ScriptedDriver("fine, thanks.", max_model_len=WINDOW), state_dir=state,
+                      keep_ended_pages=True) as k:
         async def app(sys: Sys, argv: list[str]) -> Any:
             await sys.mem_append("system: be brief.\n", role="system", pin=True)
             await sys.mem_write("goal", "write the report")
@@ -232,8 +234,12 @@ async def test_pages_read_back_exactly_after_restart(tmp_path: Path) -> None:
                 await sys.llm_generate(filler_turn(i), page=True, max_tokens=20)
             await sys.mem_recall("bakery rye bread", k=1)
             m = k.core.memory.peek(sys.pid)
-            snapshot["pages"] = [(p.id, p.pos, p.role, p.title, p.text, list(p.tokens), p.state, p.pinned,
-                                  p.last_use) for p in m.table]
+            resident = {p.id: (p.text, list(p.tokens)) for p in m.resident()}
+            pages = PageStore(k.core.journal).load(sys.pid)
+            assert {p.id: (p.text, p.tokens) for p in pages if p.id in resident} == resident
+            assert [p.id for p in pages] == [r[0] for r in await m.page_table()]
+            snapshot["pages"] = [(p.id, p.pos, p.role, p.title, p.text, p.tokens, p.state, p.pinned,
+                                  p.last_use) for p in pages]
             snapshot["core"] = dict(m.core)
             return sys.pid
 
@@ -241,7 +247,7 @@ async def test_pages_read_back_exactly_after_restart(tmp_path: Path) -> None:
         w = await k.wait(pid)
         assert w.exit_status == 0, w.error
     assert any(p[6] is PageState.SWAPPED for p in snapshot["pages"])
-    async with kernel(ScriptedDriver(max_model_len=WINDOW), state_dir=state) as k2:
+    async with kernel(ScriptedDriver(max_model_len=WINDOW), state_dir=state, keep_ended_pages=True) as k2:
         assert k2.core is not None
         store = PageStore(k2.core.journal)
         back = [(p.id, p.pos, p.role, p.title, p.text, p.tokens, p.state, p.pinned, p.last_use)

@@ -12,6 +12,7 @@ from lmos.errors import SyscallError
 from lmos.kernel.journal import Journal
 from lmos.kernel.kvsync import common_prefix, sync_sequence
 from lmos.kernel.memory import ContextMemory
+from lmos.kernel.pages import PageState, SwapRun
 from lmos.kernel.pagestore import PageStore
 
 WORDS = ["alpha", "harbour", "vault", "code", "river", "bread", "train", "north", "meeting", "42", "rain"]
@@ -44,6 +45,7 @@ async def _conversation(window: int, low: float, policy: str, auto: bool,
     drv.add(1, [], SamplingParams())
     m = ContextMemory(1, tok, window, PageStore(journal))
     m.configure(low_watermark=low, policy=policy, auto_recall=auto, recall_min_score=0.0)
+    pinned_seen: set[int] = set()
     try:
         for kind, arg, n, flag in ops:
             before_len, before_ev = m.window_len(), m.stats.evictions
@@ -74,14 +76,17 @@ async def _conversation(window: int, low: float, policy: str, auto: bool,
                 # eviction only past the high watermark, then down to the low one
                 # (or until nothing is left to evict)
                 assert m.stats.evictions == before_ev + 1
-                evictable = [p for p in m.pages if p.resident and not p.pinned]
+                evictable = [p for p in m.resident() if not p.pinned]
                 assert kind == "turn" or m.window_len() <= m.high  # (a turn's reply may use the reserve)
                 assert before_len + grow > m.high or kind != "turn"
-                biggest = max((len(p.tokens) for p in m.pages), default=0)
+                biggest = max((len(p.tokens) for p in m.resident()), default=0)
                 # down to the low mark, give or take a page and a stub
                 assert not evictable or kind == "turn" or m.window_len() <= m.low + biggest + 100
             for p in m.pages:
-                assert p.resident or not p.pinned  # pinned pages are never evicted
+                assert isinstance(p, SwapRun) or p.resident  # RAM holds resident pages and runs only
+            pinned = {p.id for p in m.resident() if p.pinned}
+            assert pinned_seen <= pinned  # pinned pages are never evicted
+            pinned_seen = pinned
             # the driver sync keeps exactly the common prefix
             old = drv.tokens(1)
             kept, _ = sync_sequence(drv, 1, m.window_tokens())
@@ -90,8 +95,11 @@ async def _conversation(window: int, low: float, policy: str, auto: bool,
             if m.stats.evictions == before_ev and kind == "turn":
                 assert kept == len(old)  # an ordinary turn only appends
         stored = {p.id: p for p in PageStore(journal).load(1)}
-        for p in m.table:  # every page is in the swap store, in its current state
+        for p in m.resident():  # every page is in the swap store, in its current state
             assert stored[p.id].tokens == p.tokens and stored[p.id].state is p.state
+        swapped = [p for p in stored.values() if p.state is PageState.SWAPPED]
+        assert len(swapped) == m.n_swapped == len(stored) - len(m.resident())  # swapped: in the store only
+        assert sum(len(p.tokens) for p in swapped) == m.swapped_tokens
     finally:
         journal.close()
 
@@ -107,7 +115,7 @@ def test_stubs_merge_runs_and_stay_put_when_a_page_comes_back() -> None:
             for i in range(12):
                 await m.append(tok.encode(f"turn {i}: {'abcdefghij' * 2}\n"), "user", False)
             assert m.stats.evictions == 1
-            swapped = [p.id for p in m.swapped()]
+            swapped = [r[0] for r in await m.page_table() if r[4] == "swapped"]
             text = m.window_text()
             # one stub for the whole run of consecutive swapped pages, naming its ends
             assert text.count("[paged out:") == 1

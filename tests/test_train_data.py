@@ -208,16 +208,19 @@ def test_toolbox_semantics() -> None:
 
 
 def test_corpus_of_the_builtin_model_is_unchanged() -> None:
-    """The shipped model was trained on seed 1234 of this generator: a wording change needs a retrain.
+    """Seed 1234 of this generator is the built-in model's stage-1 corpus: a wording change needs a retrain.
 
     If this fails on purpose, rebuild lmos/models/builtin (see its train.toml) and update the digest.
+    The digest below is the corpus after the family split (lmos.train.split, issue 14); the shipped
+    weights predate it (they were trained on the value-only split, digest c03ca74e...) until the
+    model is retrained.
     """
     import hashlib
 
     text = "".join(c.to_json() for c in generate(2000, seed=1234))
     assert (
         hashlib.sha256(text.encode()).hexdigest()
-        == "c03ca74e5ae303b8ef20e1aba909ece3d092f4eda210bc9b677d4728e95df8bc"
+        == "918ae4bcd8c6c8275f9569594c6cc041a53c6bebfe1dc837141e4592b810db8d"
     )
 
 

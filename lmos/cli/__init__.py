@@ -273,6 +273,7 @@ def _mount_files() -> None:
 
 
 _mount_files()
+from lmos.cli import audit as _audit  # noqa: E402,F401  (``lmos audit``: registers itself on app)
 
 
 def _invoke(argv: list[str], prog: str) -> int:

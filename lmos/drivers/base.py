@@ -60,8 +60,13 @@ class DriverLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_model_len: int  # the model window: longest sequence the model accepts
 
 
-class StepItem(msgspec.Struct, frozen=True):
-    """Compute ``num_tokens`` pending tokens of ``seq_id``; maybe sample."""
+class StepItem(msgspec.Struct, frozen=True, gc=False):
+    """Compute ``num_tokens`` pending tokens of ``seq_id``; maybe sample.
+
+    ``gc=False``: a plan holds one per sequence per step, and as GC-type objects
+    they set off collections every step at a thousand sequences (plain ints cannot
+    form a cycle).
+    """
 
     seq_id: int
     num_tokens: int

@@ -81,6 +81,10 @@ class BlockAllocator:
         """Blocks an allocation can obtain now (truly free plus evictable cached)."""
         return len(self._free) + len(self._cached)
 
+    def num_cached(self) -> int:
+        """Of the free blocks, those still holding a cached prefix (revived by a lookup until evicted)."""
+        return len(self._cached)
+
     def num_used(self) -> int:
         return self.num_blocks - self.num_free()
 

@@ -191,6 +191,10 @@ class HFDriver:
     def kv_free(self) -> int:
         return self.table.alloc.num_free()
 
+    def kv_cached(self) -> int:
+        """Free blocks that still hold a cached prefix (optional driver method, read by /metrics)."""
+        return self.table.alloc.num_cached()
+
     def free(self, seq_id: int) -> None:
         seq = self.table.free(seq_id)
         if seq is not None:

@@ -49,7 +49,11 @@ class ByteTokenizer:
         return list(text.encode("utf-8"))
 
     def decode(self, token_ids: list[int]) -> str:
-        return bytes(t for t in token_ids if 0 <= t < 256).decode("utf-8", errors="replace")
+        try:  # the common case, cheap: streaming decodes every token twice (kernel/request.py)
+            raw = bytes(token_ids)
+        except ValueError:  # a special id (EOS) in the list
+            raw = bytes(t for t in token_ids if 0 <= t < 256)
+        return raw.decode("utf-8", errors="replace")
 
 
 @dataclass(slots=True)

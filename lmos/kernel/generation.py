@@ -9,6 +9,7 @@ generated is charged to the ancestors when it ends.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -67,13 +68,17 @@ async def _generate(core: KernelCore, p: Process, sched: Scheduler, token_ids: l
                     reset: bool, sampling: SamplingParams, max_tokens: int, stop: tuple[str, ...],
                     stop_token_ids: frozenset[int], context: list[int] | None) -> GenRequest:
     drv = sched.driver
+    started = time.monotonic()
+    counters = core.counters.model(p.model)
     if sched.queued >= core.config.max_queue:
         raise SyscallError(Errno.EAGAIN, f"model {p.model!r} run queue is full")
     async with sched.lock:
         if not p.has_seq:
             if not (token_ids if context is None else context):
                 raise SyscallError(Errno.EINVAL, "empty prompt")
-            drv.add(p.pid, token_ids if context is None else context, sampling)
+            first = token_ids if context is None else context
+            drv.add(p.pid, first, sampling)
+            counters.admitted(len(first), len(first) - drv.pending(p.pid))
             p.has_seq = True
             sched.kv.track(p.pid)
         else:
@@ -87,6 +92,7 @@ async def _generate(core: KernelCore, p: Process, sched: Scheduler, token_ids: l
             if drv.pending(p.pid) == 0:
                 raise SyscallError(Errno.EINVAL, "empty prompt")
         room = drv.limits.max_model_len - drv.length(p.pid)
+        prefill = drv.pending(p.pid)
     if room <= 0:
         raise SyscallError(Errno.E2BIG, f"context of {drv.limits.max_model_len} tokens is full")
     req = GenRequest(pid=p.pid, max_tokens=min(max_tokens, room), stop=stop,
@@ -102,6 +108,7 @@ async def _generate(core: KernelCore, p: Process, sched: Scheduler, token_ids: l
             await req.done.wait()
         interrupted = scope.cancelled_caught
     finally:
+        counters.finished(req, started, prefill)
         core._intr.pop(p.pid, None)
         if p.request is req:  # cancelled or interrupted before completion
             sched.withdraw(p)

@@ -76,6 +76,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE kvstore ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;
     """,
+    # v5 (paging frees memory): the recall index of swapped pages lives on disk, not in RAM
+    # (kernel/recall.py): a page's content words and their counts, while it is swapped.
+    """
+    ALTER TABLE mem_pages ADD COLUMN nwords INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE mem_terms (
+        pid INTEGER NOT NULL, term TEXT NOT NULL, page INTEGER NOT NULL, tf INTEGER NOT NULL,
+        PRIMARY KEY (pid, term, page)) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PID_CHUNK = 1000

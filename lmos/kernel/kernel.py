@@ -23,13 +23,14 @@ from lmos.config import Config
 from lmos.drivers.base import Driver, SamplingParams
 from lmos.errors import Errno, SyscallError
 from lmos.kernel import generation
+from lmos.kernel.counters import KernelCounters
 from lmos.kernel.events import EventBus
 from lmos.kernel.files import FileStore
 from lmos.kernel.identity import operator_uid_of, resolve_host_uid
 from lmos.kernel.ipc import ChannelTable
 from lmos.kernel.journal import Journal
 from lmos.kernel.kvpolicy import KVAdvisor
-from lmos.kernel.memory import MemoryManager
+from lmos.kernel.memmanager import MemoryManager
 from lmos.kernel.pagestore import PageStore
 from lmos.kernel.policies import make_policy
 from lmos.kernel.process import Process, Signal, State
@@ -61,8 +62,9 @@ class KernelCore:
                                      channel_bytes=config.ipc_channel_bytes,
                                      bytes_per_uid=config.ipc_bytes_per_uid)
         self.events = EventBus()
+        self.counters = KernelCounters()  # what nothing else keeps, for monitoring (lmos.server.metrics)
         quota = StoreQuota()  # one per-uid budget for files, kv values and context pages (kernel/quota.py)
-        self.memory = MemoryManager(PageStore(journal, quota))  # context paging (kernel/memory.py)
+        self.memory = MemoryManager(PageStore(journal, quota), config.keep_ended_pages)  # kernel/memory.py
         self.files = FileStore(journal, quota=quota)  # the per-user file and kv store (kernel/files.py)
         # Init is the host program (the embedding API): it acts as the host's user, so what it
         # writes its apps can read, and the processes it starts run as that user, never as root
@@ -107,7 +109,9 @@ class KernelCore:
         inline_below = cfg.inline_step_ms / 1000 if getattr(driver, "inline_step", False) else 0.0
         sched = Scheduler(name, driver, policy, advisor, threaded=threaded is not False,
                           inline_below=inline_below)
-        sched.on_token = self._on_token
+        sched.on_token = self.events.token
+        sched.streamed = self.events.subs  # token events only for processes somebody subscribes to
+        sched.on_flush = self.events.flush
         self.schedulers[name] = sched
         if self.default_model is None:
             self.default_model = name
@@ -273,7 +277,7 @@ class KernelCore:
                 p.has_seq = False
             sched.kick()
         self.channels.release(p.pid)
-        self.memory.release(p.pid)
+        await self.memory.release(p.pid)  # its pages leave RAM, and the store unless kept
         try:
             json.dumps(result)
         except (TypeError, ValueError):
@@ -438,15 +442,9 @@ class KernelCore:
                                          max_tokens=max_tokens, stop=stop, stop_token_ids=stop_token_ids,
                                          context=context)
 
-    def _on_token(self, p: Process, req: GenRequest, token: int, before: int) -> None:
-        text = req.decoded[before:] if req.needs_text else req.new_text()
-        self.events.publish(p.pid, kind="token", token_id=token, text=text)
-
     def watch(self, pid: int) -> None:
-        """Somebody subscribed to ``pid``: make its scheduler emit token events."""
-        p = self.procs.get(pid)
-        if p is not None and p.model in self.schedulers:
-            self.schedulers[p.model].streamed.add(pid)
+        """Somebody subscribed to ``pid``: its scheduler emits token events while the
+        subscription lasts (the schedulers read the event bus's subscribers directly)."""
 
     # -- shutdown ----------------------------------------------------------
     def kill_all(self) -> None:

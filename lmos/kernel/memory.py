@@ -14,32 +14,48 @@ the driver's KV prefix cache useful:
 :func:`sync_sequence` then truncates the driver sequence at the first token
 that differs and appends the rest, so only what changed is computed again.
 A page-out is written to the swap store (durably) before the page leaves the
-window, so an acknowledged page-out is never lost.  Automatic recall ranks the
-swapped pages (BM25) on the words of the new prompt that the resident window
-lacks, and takes a page only if it clearly beats the rest (``recall_margin``):
-a turn about what is already in view recalls nothing.
+window, so an acknowledged page-out is never lost; only then are its tokens
+and text dropped from RAM.  RAM keeps the resident pages and, for each run of
+swapped pages, one :class:`SwapRun` (what its stub says): runs are separated
+by resident pages, so what a process holds is bounded by its window, however
+long its history.  A page-in reads the page back from the store, in a worker
+thread.  Automatic recall ranks the swapped pages (BM25, on the store's index)
+on the words of the new prompt that the resident window lacks, and takes a
+page only if it clearly beats the rest (``recall_margin``): a turn about what
+is already in view recalls nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import anyio
 
-from lmos.drivers.base import Driver, Tokenizer, encode_segments
+from lmos.drivers.base import Tokenizer, encode_segments
 from lmos.errors import Errno, SyscallError
-from lmos.kernel.kvsync import sync_sequence
-from lmos.kernel.memconfig import MemSettings, MemStats
-from lmos.kernel.pages import Page, PageState, get_policy, ghost_of, stub_text
+from lmos.kernel.memconfig import Geometry, MemSettings, MemStats, deep_size
+from lmos.kernel.pages import (
+    Page,
+    PageState,
+    SwapRun,
+    get_policy,
+    merge_runs,
+    run_ends,
+    split_tokens,
+    stub_text,
+)
 from lmos.kernel.pagestore import PageStore
-from lmos.kernel.recall import RecallIndex, missing_terms
+from lmos.kernel.recall import missing_terms, words
 
 CORE_MAX_FIELDS = 64
-_Snapshot = tuple[list[Page], list[tuple[Page, PageState, int, int]], int, int, dict[int, Page]]
+Entry = Page | SwapRun  # a resident page, or a run of swapped ones
+_Snapshot = tuple[list[Entry], list[tuple[Page, PageState, int, int]], int, int, dict[int, Page], int, int]
+PageRow = tuple[int, str, str, int, str, bool, int]  # id, role, title, tokens, state, pinned, last_use
 
 
-class ContextMemory:
+def _out(x: Entry) -> bool:
+    return isinstance(x, SwapRun) or not x.resident
+
+
+class ContextMemory(Geometry):
     """One process's page table, core memory and window."""
 
     def __init__(self, pid: int, tokenizer: Tokenizer, model_len: int, store: PageStore,
@@ -50,7 +66,7 @@ class ContextMemory:
         self.model_len = model_len
         self.store = store
         self.settings = MemSettings()
-        self.pages: list[Page] = []  # in pos order
+        self.pages: list[Entry] = []  # in pos order
         self.core: dict[str, str] = {}
         self.stats = MemStats()
         self.turn = 0
@@ -60,44 +76,9 @@ class ContextMemory:
         self._dirty: dict[int, Page] = {}
         self._core_dirty = False
         self._core_tokens: list[int] | None = None
-        self._stubs: dict[tuple[int, int, int], list[int]] = {}
-        self.index = RecallIndex()
-
-    # -- geometry ------------------------------------------------------------
-    @property
-    def limit(self) -> int:
-        w = self.settings.window
-        return min(w, self.model_len) if w > 0 else self.model_len
-
-    @property
-    def reserve(self) -> int:
-        return self.settings.reserve or max(1, self.limit // 8)
-
-    @property
-    def high(self) -> int:
-        return self.limit - self.reserve
-
-    @property
-    def low(self) -> int:
-        return min(self.high, int(self.limit * self.settings.low_watermark))
-
-    @property
-    def page_tokens(self) -> int:
-        return self.settings.page_tokens or max(16, self.limit // 8)
-
-    def configure(self, **changes: Any) -> None:
-        s = self.settings
-        new = MemSettings(**{**s.as_dict(), **{k: v for k, v in changes.items() if v is not None}})
-        get_policy(new.policy)
-        if new.window < 0 or new.reserve < 0 or new.page_tokens < 0 or new.recall_k < 1:
-            raise SyscallError(Errno.EINVAL, "window, reserve and page_tokens must be >= 0, recall_k >= 1")
-        if not 0.0 < new.low_watermark <= 1.0:
-            raise SyscallError(Errno.EINVAL, "low_watermark must be in (0, 1]")
-        self.settings = new
-        if self.reserve >= self.limit:
-            self.settings = s
-            raise SyscallError(Errno.EINVAL,
-                               f"reserve {self.reserve} leaves no room in a window of {self.limit}")
+        self._stubs: dict[tuple[int, int, int], list[int]] = {}  # of the current runs only
+        self.n_swapped = 0  # swapped pages (in the store only)
+        self.swapped_tokens = 0
 
     # -- window assembly -----------------------------------------------------
     def core_tokens(self) -> list[int]:
@@ -114,8 +95,8 @@ class ContextMemory:
         page titles in stubs): plain text, so a special-token string in them stays characters."""
         return encode_segments(self.tok, [(text, True)])
 
-    def _stub(self, run: list[Page]) -> list[int]:
-        key = (run[0].id, run[-1].id, len(run))
+    def _stub(self, run: list[Entry]) -> list[int]:
+        key = run_ends(run)
         ids = self._stubs.get(key)
         if ids is None:
             if len(self._stubs) > 4096:
@@ -123,18 +104,19 @@ class ContextMemory:
             ids = self._stubs[key] = self._plain(stub_text(run))
         return ids
 
-    def segments(self) -> list[tuple[list[Page], list[int]]]:
-        """The window as (pages, tokens) pieces: one resident page, or one run of swapped ones."""
-        out: list[tuple[list[Page], list[int]]] = []
-        run: list[Page] = []
+    def segments(self) -> list[tuple[list[Entry], list[int]]]:
+        """The window as (entries, tokens) pieces: one resident page, or one run of swapped ones."""
+        out: list[tuple[list[Entry], list[int]]] = []
+        run: list[Entry] = []
         for p in self.pages:
-            if p.resident:
-                if run:
-                    out.append((run, self._stub(run)))
-                    run = []
-                out.append(([p], p.tokens))
-            else:
+            if _out(p):
                 run.append(p)
+                continue
+            if run:
+                out.append((run, self._stub(run)))
+                run = []
+            assert isinstance(p, Page)
+            out.append(([p], p.tokens))
         if run:
             out.append((run, self._stub(run)))
         return out
@@ -152,19 +134,25 @@ class ContextMemory:
         return self.tok.decode(self.window_tokens())
 
     # -- pages -----------------------------------------------------------------
-    @property
-    def table(self) -> list[Page]:
-        """The page table: every page, in window order (without ghosts)."""
-        return [p for p in self.pages if not p.ghost]
-
-    def swapped(self) -> list[Page]:
-        return [p for p in self.pages if not p.resident and not p.ghost]
+    def resident(self) -> list[Page]:
+        """The pages in RAM, in window order."""
+        return [p for p in self.pages if isinstance(p, Page) and p.resident]
 
     def page(self, page_id: int) -> Page:
-        for p in self.pages:
-            if p.id == page_id and not p.ghost:
+        """A resident page (a swapped one is only in the store: see :meth:`page_table`)."""
+        for p in self.resident():
+            if p.id == page_id:
                 return p
-        raise SyscallError(Errno.ENOENT, f"no page p{page_id} in pid {self.pid}")
+        raise SyscallError(Errno.ENOENT, f"no resident page p{page_id} in pid {self.pid}")
+
+    async def page_table(self) -> list[PageRow]:
+        """Every page in window order: resident ones from RAM, swapped ones read from the store."""
+        async with self.lock:
+            rows = [(p.pos, (p.id, p.role, p.title, len(p.tokens), p.state.value, p.pinned, p.last_use))
+                    for p in self.resident()]
+            rows += [(pos, (i, role, title, n, PageState.SWAPPED.value, pinned, last_use))
+                     for i, pos, role, title, n, pinned, last_use in await self.store.swapped(self.pid)]
+        return [r for _, r in sorted(rows)]
 
     def _add(self, role: str, ids: list[int], pinned: bool) -> list[Page]:
         """Append ``ids`` as pages of at most ``page_tokens`` tokens each."""
@@ -180,39 +168,18 @@ class ContextMemory:
         return added
 
     def _chunks(self, ids: list[int]) -> list[list[int]]:
-        """Split a long message into pages of at most ``page_tokens``, at sentence or word ends.
-
-        Why not at exact multiples: a fact cut in two pages is recalled by
-        neither half.  The cut goes after the last sentence end in the second
-        half of the chunk, else before the last word start, else at the size.
-        """
-        size = self.page_tokens
-        out: list[list[int]] = []
-        i = 0
-        while len(ids) - i > size:
-            cut = i + size
-            texts = [self.tok.decode([t]) for t in ids[i + size // 2:i + size]]
-            sentence = [j for j, t in enumerate(texts) if t.rstrip().endswith((".", "!", "?")) or "\n" in t]
-            word = [j for j, t in enumerate(texts) if t[:1].isspace()]
-            if sentence:
-                cut = i + size // 2 + sentence[-1] + 1
-            elif word and word[-1] > 0:
-                cut = i + size // 2 + word[-1]
-            cut = max(cut, i + 1)
-            out.append(ids[i:cut])
-            i = cut
-        out.append(ids[i:])
-        return out
+        return split_tokens(self.tok, ids, self.page_tokens)
 
     def _move_to_end(self, p: Page) -> None:
-        at = next(i for i, q in enumerate(self.pages) if q is p)
-        self.pages[at] = ghost_of(p)
+        """A page read back from the store joins the window at its end; its run (and stub) stay."""
         p.pos = self._next_pos
         self._next_pos += 1
         p.state = PageState.RESIDENT
         p.last_use = self.turn
         self.pages.append(p)
         self._dirty[p.id] = p
+        self.n_swapped -= 1
+        self.swapped_tokens -= len(p.tokens)
 
     async def _flush(self) -> None:
         dirty, self._dirty = list(self._dirty.values()), {}
@@ -226,16 +193,17 @@ class ContextMemory:
             self._core_dirty = self._core_dirty or core is not None
             raise
 
-    async def _fit(self, protect: set[int]) -> None:
-        """If the window passes the high watermark, evict down to the low one.
+    def _fit(self, protect: set[int]) -> None:
+        """If the window passes the high watermark, mark pages to evict down to the low one.
 
         Victims are chosen by the policy among unpinned, unprotected resident
-        pages, written to the store as swapped, and only then leave the window.
+        pages; :meth:`_commit` writes them to the store as swapped and only then
+        do they leave RAM (:meth:`_compact`).
         """
         if self.window_len() <= self.high:
             return
         policy = get_policy(self.settings.policy)
-        candidates = policy([p for p in self.pages if p.resident and not p.pinned and p.id not in protect])
+        candidates = policy([p for p in self.resident() if not p.pinned and p.id not in protect])
         victims: list[Page] = []
         for p in candidates:
             if self.window_len() <= self.low:
@@ -249,42 +217,62 @@ class ContextMemory:
                                f"window of pid {self.pid}")
         for p in victims:
             self._dirty[p.id] = p
-        try:
-            await self._flush()  # durable before the pages leave the driver's window
-        except BaseException:
-            for p in victims:
-                p.state = PageState.RESIDENT
-            raise
-        if victims:
-            self.stats.evictions += 1
-            self.stats.pages_evicted += len(victims)
+
+    def _compact(self) -> None:
+        """Evicted pages are durable in the store: replace each run of them (and the runs around
+        them) by one :class:`SwapRun`, dropping their tokens and text from RAM."""
+        if all(not _out(x) or isinstance(x, SwapRun) for x in self.pages):
+            return
+        gone = [p for p in self.pages if isinstance(p, Page) and not p.resident]
+        self.stats.evictions += 1  # counted once durable: a failed page-out evicted nothing
+        self.stats.pages_evicted += len(gone)
+        self.n_swapped += len(gone)
+        self.swapped_tokens += sum(len(p.tokens) for p in gone)
+        self.pages = merge_runs(self.pages)
+        live = {run_ends([x]) for x in self.pages if isinstance(x, SwapRun)}
+        self._stubs = {k: v for k, v in self._stubs.items() if k in live}
 
     def _unevictable(self) -> int:
         """Tokens no eviction can free: core memory, pinned pages, and a stub's worth of slack."""
-        pinned = sum(len(p.tokens) for p in self.pages if p.resident and p.pinned)
-        stub = len(self._plain(stub_text([self.pages[0]]))) if self.pages else 0
+        pinned = sum(len(p.tokens) for p in self.resident() if p.pinned)
+        stub = 0
+        if self.pages:  # the stub of one page, as if the first were swapped
+            first = run_ends(self.pages[:1])[0]
+            stub = len(self._plain(stub_text([SwapRun(first, self.pages[0].title, first, 1, 0, 0)])))
         return len(self.core_tokens()) + pinned + 2 * stub
 
     # -- operations (each under the lock, each ends durable) -------------------
     def _snapshot(self) -> _Snapshot:
-        return (list(self.pages), [(p, p.state, p.pos, p.last_use) for p in self.pages], self._next_id,
-                self._next_pos, dict(self._dirty))
+        attrs = [(p, p.state, p.pos, p.last_use) for p in self.pages if isinstance(p, Page)]
+        return (list(self.pages), attrs, self._next_id, self._next_pos, dict(self._dirty), self.n_swapped,
+                self.swapped_tokens)
 
     def _restore(self, snap: _Snapshot) -> None:
         """Undo a refused operation: the window is exactly as before it."""
-        pages, attrs, self._next_id, self._next_pos, self._dirty = snap
+        pages, attrs, self._next_id, self._next_pos, self._dirty, self.n_swapped, self.swapped_tokens = snap
         for p, state, pos, last_use in attrs:
             p.state, p.pos, p.last_use = state, pos, last_use
         self.pages = pages
 
     async def _commit(self, snap: _Snapshot, protect: set[int]) -> None:
-        """Fit the window and make it durable; a refusal (ENOSPC, EIO) restores ``snap``."""
+        """Fit the window and make it durable, then free what was evicted; a refusal (ENOSPC,
+        EDQUOT, EIO) restores ``snap``."""
         try:
-            await self._fit(protect)
+            self._fit(protect)
             await self._flush()
-        except SyscallError:
+        except BaseException:
             self._restore(snap)
             raise
+        self._compact()
+
+    async def _recall(self, ids: list[int]) -> list[Page]:
+        """Automatic recall for a user turn: the best swapped matches, read back from the store."""
+        s = self.settings
+        if not self.n_swapped:
+            return []
+        terms = words(missing_terms(self.tok.decode(ids), self.resident()))
+        hits = await self.store.rank(self.pid, terms, s.recall_k, s.recall_min_score, s.recall_margin)
+        return await self.store.fetch(self.pid, [i for i, _ in hits])
 
     async def begin_turn(self, ids: list[int], role: str, pinned: bool) -> list[int]:
         """Add a prompt as pages (recalling first, if on) and return the window to generate from."""
@@ -292,23 +280,19 @@ class ContextMemory:
             raise SyscallError(Errno.EINVAL, "empty prompt")
         self._check_fits(len(ids))
         async with self.lock:
+            hits = await self._recall(ids) if self.settings.auto_recall and role == "user" else []
             snap = self._snapshot()
             self.turn += 1
             self.stats.turns += 1
             protect: set[int] = set()
-            s = self.settings
-            if s.auto_recall and role == "user":
-                swapped = self.swapped()
-                query = missing_terms(self.tok.decode(ids), self.pages) if swapped else ""
-                hits = self.index.rank(swapped, query, s.recall_k, s.recall_min_score, s.recall_margin)
-                budget = self.high - len(ids) - self._unevictable()
-                for p, _ in hits:
-                    if len(p.tokens) <= budget:  # fits, evicting older pages if need be
-                        budget -= len(p.tokens)
-                        self._move_to_end(p)
-                        protect.add(p.id)
-                        self.stats.page_ins += 1
-                        self.stats.recalls += 1
+            budget = self.high - len(ids) - self._unevictable()
+            for p in hits:
+                if len(p.tokens) <= budget:  # fits, evicting older pages if need be
+                    budget -= len(p.tokens)
+                    self._move_to_end(p)
+                    protect.add(p.id)
+                    self.stats.page_ins += 1
+                    self.stats.recalls += 1
             protect |= {p.id for p in self._add(role, ids, pinned)}
             await self._commit(snap, protect)
             return self.window_tokens()
@@ -316,7 +300,7 @@ class ContextMemory:
     def _check_fits(self, n: int) -> None:
         """ENOSPC at once if ``n`` new tokens cannot fit even with every evictable page out
         (cheaper than cutting them into pages first, which decodes every token)."""
-        floor = len(self.core_tokens()) + sum(len(p.tokens) for p in self.pages if p.resident and p.pinned)
+        floor = len(self.core_tokens()) + sum(len(p.tokens) for p in self.resident() if p.pinned)
         if floor + n > self.high:
             raise SyscallError(Errno.ENOSPC, f"pinned and new pages need more than the {self.high}-token "
                                f"window of pid {self.pid}")
@@ -341,20 +325,26 @@ class ContextMemory:
             await self._flush()
 
     async def page_in(self, page_ids: list[int]) -> list[int]:
-        """Bring swapped pages back, at the end of the window; returns the ids paged in."""
+        """Bring swapped pages back (read from the store), at the end of the window; returns the ids
+        paged in.  ENOENT for an id that is neither resident nor swapped."""
         async with self.lock:
-            pages = [self.page(i) for i in dict.fromkeys(page_ids)]
+            have = {p.id for p in self.resident()}
+            want = list(dict.fromkeys(page_ids))
+            todo = await self.store.fetch(self.pid, [i for i in want if i not in have])
             snap = self._snapshot()
-            todo = [p for p in pages if not p.resident]
             for p in todo:
                 self._move_to_end(p)
-            await self._commit(snap, {p.id for p in pages})
+            await self._commit(snap, set(want))
             self.stats.page_ins += len(todo)
             return [p.id for p in todo]
 
-    def rank(self, query: str, k: int) -> list[tuple[Page, float]]:
-        self.stats.recalls += 1
-        return self.index.rank(self.swapped(), query, k)
+    async def rank(self, query: str, k: int) -> list[tuple[Page, float]]:
+        """The best ``k`` swapped pages for ``query``, read back from the store (not paged in)."""
+        async with self.lock:
+            self.stats.recalls += 1
+            hits = await self.store.rank(self.pid, words(query), k)
+            pages = await self.store.fetch(self.pid, [i for i, _ in hits])
+        return [(p, score) for p, (_, score) in zip(pages, hits, strict=True)]
 
     async def write_core(self, name: str, value: str | None) -> None:
         async with self.lock:
@@ -379,50 +369,22 @@ class ContextMemory:
             self._core_tokens = None
             self._core_dirty = True
             try:
-                await self._fit(set())
-            except SyscallError:
+                await self._commit(self._snapshot(), set())
+            except BaseException:
                 self.core, self._core_tokens, self._core_dirty = saved, None, False
                 raise
-            await self._flush()
 
     def summary(self) -> dict[str, int]:
-        res = [p for p in self.pages if p.resident]
-        sw = self.swapped()
-        stub = sum(len(t) for ps, t in self.segments() if not ps[0].resident)
+        res = self.resident()
+        stub = sum(len(t) for ps, t in self.segments() if _out(ps[0]))
         return {"resident_pages": len(res), "resident_tokens": sum(len(p.tokens) for p in res),
-                "swapped_pages": len(sw), "swapped_tokens": sum(len(p.tokens) for p in sw),
+                "swapped_pages": self.n_swapped, "swapped_tokens": self.swapped_tokens,
                 "pinned_pages": sum(p.pinned for p in res), "stub_tokens": stub,
                 "core_tokens": len(self.core_tokens()), "window_tokens": self.window_len()}
 
-
-@dataclass
-class MemoryManager:
-    """The kernel's context memories, one per process that uses paging (created on first use)."""
-
-    store: PageStore
-    mems: dict[int, ContextMemory] = field(default_factory=dict)
-
-    def get(self, pid: int, drv: Driver, uid: int | None = None) -> ContextMemory:
-        m = self.mems.get(pid)
-        if m is None:
-            if drv.tokenizer is None:
-                raise SyscallError(Errno.EINVAL, "context memory needs a model with a tokenizer")
-            m = self.mems[pid] = ContextMemory(pid, drv.tokenizer, drv.limits.max_model_len, self.store, uid)
-        return m
-
-    def peek(self, pid: int) -> ContextMemory | None:
-        return self.mems.get(pid)
-
-    def sync(self, pid: int, drv: Driver, window: list[int]) -> int:
-        """Driver sequence := window (prefix kept); returns the tokens now pending."""
-        m = self.mems.get(pid)
-        reuse = m.settings.prefix_reuse if m is not None else True
-        kept, re = sync_sequence(drv, pid, window, reuse)
-        if m is not None:
-            m.stats.prefill_tokens += len(window) - kept
-            m.stats.reprefill_tokens += re
-        return len(window) - kept
-
-    def release(self, pid: int) -> None:
-        """The process ended: drop the in-memory table (its rows stay in the store)."""
-        self.mems.pop(pid, None)
+    def held(self) -> tuple[int, int]:
+        """What this context memory holds in RAM: token ids (pages, stubs, core) and bytes, counted
+        deeply (every object reachable from it, the tokenizer, store and lock aside)."""
+        tokens = sum(len(p.tokens) for p in self.pages if isinstance(p, Page))
+        tokens += sum(len(t) for t in self._stubs.values()) + len(self._core_tokens or ())
+        return tokens, deep_size(self, skip=(self.tok, self.store, self.lock))

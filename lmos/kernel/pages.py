@@ -7,6 +7,11 @@ ids the model produced, and any difference would invalidate the KV cache from
 that point on.  ``pos`` orders pages in the window; a page brought back by
 recall gets a new, larger ``pos`` so it lands at the end and the cached prefix
 before it stays valid.
+
+Only resident pages live in RAM as :class:`Page` objects.  A run of
+consecutive swapped pages is one :class:`SwapRun`: the few fields its stub
+names, whatever the run holds.  Runs are separated by resident pages (two
+adjacent runs merge), so RAM is bounded by the window, not by the history.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from lmos.drivers.base import Tokenizer
 from lmos.errors import Errno, SyscallError
 
 TITLE_CHARS = 40
@@ -36,7 +42,7 @@ class Page:
     pinned: bool = False  # never evicted (system prompt, core memory)
     last_use: int = 0  # the turn it was created or last paged in
     title: str = field(default="")
-    ghost: bool = False  # where a paged-in page used to be: keeps its old stub unchanged
+    stored: bool = False  # its row (tokens and text) is in the swap store: later writes are metadata only
 
     def __post_init__(self) -> None:
         if not self.title:
@@ -47,15 +53,23 @@ class Page:
         return self.state is PageState.RESIDENT
 
 
-def ghost_of(p: Page) -> Page:
-    """The placeholder left at a page's old position when it moves to the end of the window.
+@dataclass(frozen=True, slots=True)
+class SwapRun:
+    """A run of consecutive swapped pages, as RAM keeps it: what its stub names.
 
-    Why: the stub of a run of swapped pages names its pages; if paging one in
-    changed that stub, every token after it would lose its KV.  The ghost keeps
-    the run, and so the stub, exactly as it was.
+    ``count`` includes the places of pages paged in since the run formed: a
+    page-in moves the page to the end of the window and leaves the run (and so
+    its stub, and every token after it) exactly as it was.  ``lo``..``hi`` is
+    the ``pos`` range the run covers.  Immutable: eviction builds merged runs,
+    so a snapshot of the page list can restore the window exactly.
     """
-    return Page(id=p.id, pos=p.pos, role=p.role, text="", tokens=[], state=PageState.SWAPPED,
-                pinned=False, last_use=p.last_use, title=p.title, ghost=True)
+
+    first_id: int
+    title: str  # of the first page
+    last_id: int
+    count: int
+    lo: int
+    hi: int
 
 
 def make_title(text: str) -> str:
@@ -64,19 +78,73 @@ def make_title(text: str) -> str:
     return flat if len(flat) <= TITLE_CHARS else flat[:TITLE_CHARS - 1].rstrip() + "…"
 
 
-def stub_text(run: Sequence[Page]) -> str:
+def stub_text(run: Sequence[Page | SwapRun]) -> str:
     """The line that stands in the window for a run of consecutive swapped pages.
 
     One stub per run (not per page) keeps the cost of a long paged-out history
     bounded: the stub names the ids and the first page's title, and says how to
     get the pages back.
     """
-    first, last = run[0], run[-1]
-    if len(run) == 1:
-        what = f"p{first.id} \"{first.title}\""
+    first, last, count = run_ends(run)
+    if count == 1:
+        what = f"p{first} \"{run[0].title}\""
     else:
-        what = f"{len(run)} pages p{first.id}..p{last.id}, first \"{first.title}\""
+        what = f"{count} pages p{first}..p{last}, first \"{run[0].title}\""
     return f"\n[paged out: {what} - mem_recall(query) or mem_page_in(ids)]\n"
+
+
+def run_ends(run: Sequence[Page | SwapRun]) -> tuple[int, int, int]:
+    """First page id, last page id and page count of a run of pages and runs."""
+    a, z = run[0], run[-1]
+    first = a.first_id if isinstance(a, SwapRun) else a.id
+    last = z.last_id if isinstance(z, SwapRun) else z.id
+    return first, last, sum(x.count if isinstance(x, SwapRun) else 1 for x in run)
+
+
+def split_tokens(tok: Tokenizer, ids: list[int], size: int) -> list[list[int]]:
+    """Split a long message into pages of at most ``page_tokens``, at sentence or word ends.
+
+    Why not at exact multiples: a fact cut in two pages is recalled by
+    neither half.  The cut goes after the last sentence end in the second
+    half of the chunk, else before the last word start, else at the size.
+    """
+    out: list[list[int]] = []
+    i = 0
+    while len(ids) - i > size:
+        cut = i + size
+        texts = [tok.decode([t]) for t in ids[i + size // 2:i + size]]
+        sentence = [j for j, t in enumerate(texts) if t.rstrip().endswith((".", "!", "?")) or "\n" in t]
+        word = [j for j, t in enumerate(texts) if t[:1].isspace()]
+        if sentence:
+            cut = i + size // 2 + sentence[-1] + 1
+        elif word and word[-1] > 0:
+            cut = i + size // 2 + word[-1]
+        cut = max(cut, i + 1)
+        out.append(ids[i:cut])
+        i = cut
+    out.append(ids[i:])
+    return out
+
+
+def merge_runs(entries: list[Page | SwapRun]) -> list[Page | SwapRun]:
+    """``entries`` with each run of consecutive swapped pages and runs made one :class:`SwapRun`."""
+    out: list[Page | SwapRun] = []
+    run: list[Page | SwapRun] = []
+    for x in [*entries, None]:
+        if x is not None and (isinstance(x, SwapRun) or not x.resident):
+            run.append(x)
+            continue
+        if len(run) == 1 and isinstance(run[0], SwapRun):
+            out.append(run[0])
+        elif run:
+            first, last, count = run_ends(run)
+            a, z = run[0], run[-1]
+            out.append(SwapRun(first, a.title, last, count, a.lo if isinstance(a, SwapRun) else a.pos,
+                               z.hi if isinstance(z, SwapRun) else z.pos))
+        run = []
+        if x is not None:
+            out.append(x)
+    return out
 
 
 # An eviction policy orders the evictable pages, first victim first.

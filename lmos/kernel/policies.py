@@ -13,12 +13,20 @@ the order is recomputed every tick, any policy preempts at token boundaries.
 - ``fair``: weighted fair share of tokens (like Linux CFS): the process with the
   smallest ``vruntime = tokens served / weight`` goes first, and a newcomer
   starts at the current minimum so it cannot monopolise the model.
+
+Ordering runs every tick over every runnable process, so it is written to cost
+O(n) when the order barely changes (the usual case: Timsort on a sorted run) and
+to allocate nothing the garbage collector tracks: ties are broken by pid with a
+stable sort on pids first instead of ``(key, pid)`` tuples, whose thousands per
+tick set off collections that made a step at 1,024 processes cost more than four
+times one at 256.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
 
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.process import Process
@@ -39,16 +47,27 @@ class Policy:
         proc.vruntime += tokens / proc.weight
 
 
+_pid = attrgetter("pid")
+_vruntime = attrgetter("vruntime")
+
+
+def by_key_then_pid(cands: Iterable[Process], key: Callable[[Process], float]) -> list[Process]:
+    """``cands`` sorted by ``key``, ties by pid: what ``key=lambda p: (key(p), p.pid)`` gives."""
+    out = sorted(cands, key=_pid)
+    out.sort(key=key)  # stable: equal keys stay in pid order
+    return out
+
+
 class FIFO(Policy):
     name = "fifo"
 
     def order(self, cands: Iterable[Process], now: float) -> list[Process]:
-        return sorted(cands, key=_arrival)
+        return by_key_then_pid(cands, _arrival)
 
 
-def _arrival(p: Process) -> tuple[float, int]:
+def _arrival(p: Process) -> float:
     r = p.request
-    return (r.arrival if r is not None else 0.0, p.pid)
+    return r.arrival if r is not None else 0.0
 
 
 class RoundRobin(Policy):
@@ -87,11 +106,11 @@ class PriorityAging(Policy):
     def order(self, cands: Iterable[Process], now: float) -> list[Process]:
         aging = self.aging
 
-        def key(p: Process) -> tuple[float, int]:
+        def key(p: Process) -> float:
             waited = now - p.ready_since if p.state.value == "ready" else 0.0
-            return (p.priority - aging * waited, p.pid)
+            return p.priority - aging * waited
 
-        return sorted(cands, key=key)
+        return by_key_then_pid(cands, key)
 
 
 class FairShare(Policy):
@@ -106,7 +125,7 @@ class FairShare(Policy):
         proc.vruntime = max(proc.vruntime, self.min_vruntime)
 
     def order(self, cands: Iterable[Process], now: float) -> list[Process]:
-        ordered = sorted(cands, key=lambda p: (p.vruntime, p.pid))
+        ordered = by_key_then_pid(cands, _vruntime)
         if ordered:
             self.min_vruntime = max(self.min_vruntime, ordered[0].vruntime)
         return ordered

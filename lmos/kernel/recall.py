@@ -1,16 +1,25 @@
-"""Ranked retrieval over a process's swapped pages (BM25, from ``rank_bm25``).
+"""Ranked retrieval over a process's swapped pages: BM25 on an index kept on disk.
 
 Why BM25 and not embeddings: it needs no model, runs in microseconds over a
 few thousand short pages, and rewards the rare words (names, codes, places)
-that make a paged-out fact worth recalling.  The index is rebuilt only when the
-set of swapped pages changes, which happens at eviction or page-in, both rare
-by design (watermarks), so a query per turn (automatic recall) stays cheap.
+that make a paged-out fact worth recalling.
+
+Why on disk: a swapped page must cost RAM nothing, and an in-memory index of
+everything ever paged out grows with the conversation.  Eviction writes each
+page's content words and their counts (``mem_terms``) in the same transaction
+that marks it swapped; a page-in deletes them.  A query reads only the postings
+of its own words, so its cost follows the query, not the history.  The scores
+are rank_bm25's ``BM25Okapi`` (k1 1.5, b 0.75, epsilon 0.25: the same formula,
+operation for operation), so ranking did not change when the index left RAM
+(``tests/test_paging_memory.py`` compares them).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lmos.kernel.pages import Page
@@ -43,46 +52,59 @@ def missing_terms(query: str, pages: Sequence[Page]) -> str:
     return " ".join(w for w in words(query) if w not in have)
 
 
-class RecallIndex:
-    """BM25 over a set of pages; ``rank`` returns (page, score) best first."""
+K1, B, EPSILON = 1.5, 0.75, 0.25  # rank_bm25's BM25Okapi defaults
+NO_WORDS = " "  # the one term of a page without words (never a word itself): its length is 1, as in rank_bm25
+Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]  # (sql, params) -> rows
 
-    def __init__(self) -> None:
-        self._key: tuple[int, ...] = ()
-        self._pages: list[Page] = []
-        self._bm25: Any = None
-        self._terms: dict[int, list[str]] = {}  # page id -> its words (pages never change text)
 
-    def _build(self, pages: Sequence[Page]) -> None:
-        key = tuple(p.id for p in pages)
-        if key == self._key and self._bm25 is not None:
-            return
-        from rank_bm25 import BM25Okapi  # numpy: loaded on first recall, not at import lmos
+def postings(text: str) -> tuple[list[tuple[str, int]], int]:
+    """A page's terms with their counts, and its length in terms: what the index stores."""
+    ws = words(text) or [NO_WORDS]
+    return list(Counter(ws).items()), len(ws)
 
-        corpus = []
-        for p in pages:
-            t = self._terms.get(p.id)
-            if t is None:
-                t = self._terms[p.id] = words(p.text) or ["\0"]
-            corpus.append(t)
-        self._key, self._pages = key, list(pages)
-        self._bm25 = BM25Okapi(corpus) if corpus else None
 
-    def rank(self, pages: Sequence[Page], query: str, k: int, min_score: float = 0.0,
-             margin: float = 0.0) -> list[tuple[Page, float]]:
-        """The best ``k`` pages scoring above ``min_score``.
+def rank(query: Query, pid: int, terms: list[str], k: int, min_score: float = 0.0,
+         margin: float = 0.0) -> list[tuple[int, float]]:
+    """The best ``k`` swapped pages of ``pid`` for ``terms`` scoring above ``min_score``: (page id, score).
 
-        With ``margin``, a hit must also beat the best page left out (the
-        ``k+1``-th) by that factor: automatic recall wants a page that clearly
-        answers, not one of many that mention a common topic.
-        """
-        q = words(query)
-        if not pages or not q:
-            return []
-        self._build(pages)
-        scores = self._bm25.get_scores(q)
-        order = sorted(range(len(self._pages)), key=lambda i: (-float(scores[i]), -self._pages[i].id))
-        out = [(self._pages[i], float(scores[i])) for i in order[:k]]
-        floor = min_score
-        if margin and len(order) > k:
-            floor = max(floor, margin * float(scores[order[k]]))
-        return [(p, s) for p, s in out if s > floor]
+    With ``margin``, a hit must also beat the best page left out (the
+    ``k+1``-th) by that factor: automatic recall wants a page that clearly
+    answers, not one of many that mention a common topic.  Ties go to the
+    newer page.  Blocking (SQLite): run it off the event loop.
+    """
+    if not terms:
+        return []
+    n, total = query("SELECT COUNT(*), COALESCE(SUM(nwords), 0) FROM mem_pages WHERE pid=? AND "
+                     "state='swapped'", (pid,))[0]
+    if not n:
+        return []
+    avgdl = total / n
+    uniq = list(dict.fromkeys(terms))
+    post: dict[str, list[tuple[int, int, int]]] = {}
+    for i in range(0, len(uniq), 500):
+        chunk = uniq[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        for term, page, tf, dl in query(
+                "SELECT t.term, t.page, t.tf, p.nwords FROM mem_terms t JOIN mem_pages p ON p.pid = t.pid "
+                f"AND p.page = t.page WHERE t.pid=? AND t.term IN ({marks})", (pid, *chunk)):
+            post.setdefault(term, []).append((page, tf, dl))
+    idf = {t: math.log(n - len(ps) + 0.5) - math.log(len(ps) + 0.5) for t, ps in post.items()}
+    if any(v < 0 for v in idf.values()):  # a word in most pages: rank_bm25 floors it at a share of the mean
+        dfs = query("SELECT COUNT(*) FROM mem_terms WHERE pid=? GROUP BY term", (pid,))
+        mean = sum(math.log(n - df + 0.5) - math.log(df + 0.5) for (df,) in dfs) / len(dfs)
+        idf = {t: EPSILON * mean if v < 0 else v for t, v in idf.items()}
+    scores: dict[int, float] = {}
+    for q in terms:  # in query order, repeats included, as BM25Okapi.get_scores adds them up
+        w = idf.get(q) or 0
+        for page, tf, dl in post.get(q, ()):
+            scores[page] = scores.get(page, 0.0) + w * (tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avgdl)))
+    # pages without a hit score 0: only the newest few can reach the top k+1
+    rest = query("SELECT page FROM mem_pages WHERE pid=? AND state='swapped' ORDER BY page DESC LIMIT ?",
+                 (pid, k + 1 + len(scores)))
+    for (page,) in rest:
+        scores.setdefault(page, 0.0)
+    order = sorted(scores.items(), key=lambda x: (-x[1], -x[0]))
+    floor = min_score
+    if margin and n > k:
+        floor = max(floor, margin * order[k][1])
+    return [(page, s) for page, s in order[:k] if s > floor]

@@ -32,6 +32,7 @@ class GenRequest:
     error: SyscallError | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     arrival: float = field(default_factory=time.monotonic)
+    first_at: float = 0.0  # when the first token came out (time to first token, lmos.kernel.counters)
     # incremental detokenisation state (used only with stop strings or streaming)
     decoded: str = ""
     _prefix: int = 0
@@ -50,24 +51,25 @@ class GenRequest:
         tok = self.tokenizer
         if tok is None:
             return ""
-        prefix_text = tok.decode(self.out[self._prefix:self._read])
-        full = tok.decode(self.out[self._prefix:])
+        out, start, read = self.out, self._prefix, self._read
+        full = tok.decode(out[start:])
         if full.endswith("\ufffd"):
             return ""  # an incomplete multi-byte character: wait for more tokens
-        delta = full[len(prefix_text):]
-        self._prefix, self._read = self._read, len(self.out)
-        self.decoded += delta
+        delta = full[len(tok.decode(out[start:read])):] if read > start else full
+        self._prefix, self._read = read, len(out)
         return delta
 
     def push(self, token: int) -> bool:
         """Record one generated token; return True when the request is complete."""
+        if not self.out:
+            self.first_at = time.monotonic()
         self.out.append(token)
         if token in self.stop_token_ids:
             self.finish_reason = "eos"
             return True
         if self.stop:
             start = max(0, len(self.decoded) - self._stop_window)
-            self.new_text()
+            self.decoded += self.new_text()  # (streamed requests without stop strings skip this)
             window = self.decoded[start:]
             for s in self.stop:
                 idx = window.find(s)

@@ -6,7 +6,14 @@ tokens, free KV blocks), chunking long prefills so a newcomer cannot stall the
 running decodes, and runs the step in a worker thread so the event loop keeps
 serving syscalls.  A program waiting on ``llm_generate`` is woken once, when
 its request completes; per-token events are produced only for processes that
-somebody streams.
+somebody streams, queued on each subscriber while the step's results are
+applied, and their readers are woken after the tick (``on_flush``): at most
+once per tick each, never once per token (see :mod:`lmos.kernel.events`).
+
+A step at a thousand processes costs what four at 256 do only if the tick
+allocates nothing the garbage collector counts per process: a tracked object per
+sequence per tick set off collections on every tick, including full ones over
+the whole heap (see ``StepItem`` and :mod:`lmos.kernel.policies`).
 
 Memory pressure is resolved here too: when the next candidate does not fit in
 the free blocks, sequences that are not in this step give theirs up, BLOCKED
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING
 
 import anyio
@@ -25,6 +32,7 @@ import anyio.lowlevel
 
 from lmos.drivers.base import Driver, StepItem, StepPlan
 from lmos.errors import Errno, SyscallError
+from lmos.kernel.counters import STEP_BUCKETS, Histogram
 from lmos.kernel.kvpolicy import KVAdvisor
 from lmos.kernel.placement import StepPlacement
 from lmos.kernel.policies import Policy
@@ -34,7 +42,7 @@ if TYPE_CHECKING:
     from lmos.kernel.request import GenRequest
 
 log = logging.getLogger("lmos.scheduler")
-TokenHook = Callable[[Process, "GenRequest", int, int], None]
+TokenSink = Callable[[int, int, str, float], None]  # (pid, token id, its text, the tick's time)
 
 
 class Scheduler:
@@ -51,13 +59,21 @@ class Scheduler:
         self.lock = anyio.Lock()  # serialises every call into the driver
         self.runnable: dict[int, Process] = {}
         self.running: set[int] = set()
-        self.on_token: TokenHook | None = None  # set by the kernel when someone streams
-        self.streamed: set[int] = set()
+        self.on_token: TokenSink | None = None  # the kernel's event bus (EventBus.token)
+        self.streamed: Container[int] = set()  # pids with a subscriber (the kernel's event bus)
+        # End of a tick (False) or before waiting for work (True): wake the readers of the tick's
+        # token events, once per tick at most, never once per token (see kernel/events.py).
+        self.on_flush: Callable[[bool], None] | None = None
         self._wakeup = anyio.Event()
         # statistics
         self.steps = 0
         self.step_seconds = 0.0  # inside driver.step
         self.tick_seconds = 0.0  # whole ticks, scheduling included
+        # The scheduler's own work (planning, applying results, waking readers), in wall and in
+        # this thread's CPU time: the CPU figure holds on a loaded machine, where ticks stretch.
+        self.sched_seconds = 0.0
+        self.sched_cpu = 0.0
+        self.step_hist, self.tick_hist = Histogram(STEP_BUCKETS), Histogram(STEP_BUCKETS)  # for /metrics
         self.tokens = 0
 
     # -- run queue ---------------------------------------------------------
@@ -85,12 +101,17 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             if not self._has_work():
+                if self.on_flush is not None:
+                    self.on_flush(True)
                 await self._wakeup.wait()
                 self._wakeup = anyio.Event()
                 continue
             t0 = time.perf_counter()
             async with self.lock:
+                w0, c0 = time.perf_counter(), time.thread_time()
                 plan, picked = self._plan()
+                self.sched_seconds += time.perf_counter() - w0
+                self.sched_cpu += time.thread_time() - c0
                 if not plan.items and not (plan.swap_out or plan.drop or plan.swap_in):
                     stalled = True
                 else:
@@ -110,16 +131,26 @@ class Scheduler:
                     finally:
                         dt = time.perf_counter() - t1
                         self.step_seconds += dt
+                        self.step_hist.observe(dt)
                         self.placement.record(seqs, tokens, dt, inline)
             if stalled:
                 # Nothing fits (all stopped, or KV exhausted by pinned sequences):
                 # wait until something changes instead of spinning.
+                if self.on_flush is not None:
+                    self.on_flush(True)
                 self._wakeup = anyio.Event()
                 await self._wakeup.wait()
                 continue
+            w0, c0 = time.perf_counter(), time.thread_time()
             self._apply(plan, picked, results)
+            if self.on_flush is not None:
+                self.on_flush(False)
+            self.sched_seconds += time.perf_counter() - w0
+            self.sched_cpu += time.thread_time() - c0
             self.steps += 1
-            self.tick_seconds += time.perf_counter() - t0
+            tick = time.perf_counter() - t0
+            self.tick_seconds += tick
+            self.tick_hist.observe(tick)
             await anyio.lowlevel.checkpoint()  # let woken programs queue their next request
 
     def _has_work(self) -> bool:
@@ -143,32 +174,43 @@ class Scheduler:
         self.kv.fill_moves(plan)
         free = drv.kv_free() + self.kv.freed_by(plan)
         slots = lim.max_seqs
-        wanted: list[tuple[Process, int]] = []
+        # Parallel lists, not (process, pending) pairs: a tuple per process per tick is enough
+        # garbage to set off collections at 1,024 processes (see policies.py).
+        wanted: list[Process] = []
+        pends: list[int] = []
         decodes = 0
+        pending = drv.pending
         for p in ordered:
             if len(wanted) >= slots:
                 break
-            pend = drv.pending(p.pid)
+            pend = pending(p.pid)
             if pend > 0:
-                wanted.append((p, pend))
+                wanted.append(p)
+                pends.append(pend)
                 decodes += pend == 1
         budget = lim.max_tokens
         prefill_budget = max(budget - decodes, 1)
         picked: list[Process] = []
         skipped: list[Process] = []
-        chosen: set[int] = set()
-        for i, (p, pend) in enumerate(wanted):
+        # This step's pids and the victims evicted for it; built at the first eviction only
+        # (a set add and lookup per process per tick otherwise, for nothing).
+        chosen: set[int] | None = None
+        loc, items = self.kv.loc.get, plan.items  # (KVAdvisor.location inlined: it runs per process)
+        kv_needed, num_blocks = drv.kv_needed, lim.num_blocks
+        for i, p in enumerate(wanted):
+            pend = pends[i]
             pid = p.pid
-            if pid in chosen or budget <= 0:
+            if (chosen is not None and pid in chosen) or budget <= 0:
                 continue  # made a victim to fit an earlier candidate
             n = 1 if pend == 1 else min(pend, prefill_budget, budget)
             if n <= 0:
                 continue  # this step's token budget is spent
-            decoding = pend == 1 and self.kv.location(pid) == "device"
+            where = loc(pid, "device")
+            decoding = pend == 1 and where == "device"
             # An admission (prefill, recompute, swap-in) reserves blocks for ALL its pending
             # tokens, so two half-admitted sequences can never wait on each other forever.
-            need = drv.kv_needed(pid, n if decoding else pend)
-            if need > lim.num_blocks:
+            need = kv_needed(pid, n if decoding else pend)
+            if need > num_blocks:
                 self.fail(p, SyscallError(Errno.ENOMEM, f"context needs {need} KV blocks; the pool "
                                           f"has {lim.num_blocks}"))
                 continue
@@ -179,12 +221,13 @@ class Scheduler:
                 # Victims, best first: the lowest-ranked, then higher-ranked ones that could not
                 # be scheduled anyway (without those a low-ranked decode and waiting admissions
                 # could hold each other's blocks forever).
-                later = skipped + [q for q, _ in wanted[i + 1:]] + ordered[len(wanted):] if decoding else []
+                later = skipped + wanted[i + 1:] + ordered[len(wanted):] if decoding else []
+                if chosen is None:
+                    chosen = {item.seq_id for item in items}
                 free += self.kv.make_room(need - free, plan, chosen, later, self.runnable)
             if need > free:
                 skipped.append(p)
                 continue
-            where = self.kv.location(pid)
             if where != "device":  # swapped: bring it back; dropped: its recompute starts now
                 if where == "host":
                     plan.swap_in.append(pid)
@@ -193,9 +236,10 @@ class Scheduler:
             budget -= n
             if n > 1:
                 prefill_budget -= n
-            plan.items.append(StepItem(pid, n, n == pend))
+            items.append(StepItem(pid, n, n == pend))
             picked.append(p)
-            chosen.add(pid)
+            if chosen is not None:
+                chosen.add(pid)
         if not plan.items and skipped:
             # Nothing fits and only runnable sequences hold the blocks: let the best-ranked
             # waiter take them, or every waiter would wait for another forever.
@@ -204,7 +248,8 @@ class Scheduler:
             n = max(1, min(pend, prefill_budget, budget))
             need = drv.kv_needed(p.pid, pend)
             others = [q for q in ordered if q is not p]
-            free += self.kv.make_room(need - free, plan, chosen, others, self.runnable)
+            free += self.kv.make_room(need - free, plan, chosen if chosen is not None else set(), others,
+                                      self.runnable)
             if need <= free:
                 if self.kv.location(p.pid) == "host":
                     plan.swap_in.append(p.pid)
@@ -219,39 +264,50 @@ class Scheduler:
         account = self.policy.account
         hook = self.on_token
         streamed = self.streamed
+        ts = time.time()  # one timestamp for the tick's token events
         new_running: set[int] = set()
         computed = 0
+        runnable = self.runnable
+        ready, running = State.READY, State.RUNNING
         for item, p in zip(plan.items, picked, strict=True):
-            computed += item.num_tokens
-            account(p, item.num_tokens)
+            n = item.num_tokens
+            computed += n
+            account(p, n)
             req = p.request
-            if req is None or p.pid not in self.runnable:
+            pid = p.pid
+            if req is None or pid not in runnable:
                 continue  # killed or interrupted while the step ran
-            tok = results.get(p.pid)
+            tok = results.get(pid)
             if tok is None:
-                new_running.add(p.pid)
+                new_running.add(pid)
+                if p.state is ready:
+                    p.set_state(running, now)
                 continue
-            p.stats.generated_tokens += 1
-            before = len(req.decoded)
-            done = req.push(tok)
-            if hook is not None and p.pid in streamed:
-                hook(p, req, tok, before)
-            if not done and p.token_quota is not None and p.stats.generated_tokens >= p.token_quota:
+            stats = p.stats
+            stats.generated_tokens += 1
+            if hook is not None and pid in streamed:
+                # The token's text: with stop strings push decodes it (and cuts a stop string
+                # off); otherwise it is decoded here, only for processes somebody watches.
+                before = len(req.decoded)
+                done = req.push(tok)
+                hook(pid, tok, req.decoded[before:] if req.stop else req.new_text(), ts)
+            else:
+                done = req.push(tok)
+            if not done and p.token_quota is not None and stats.generated_tokens >= p.token_quota:
                 req.finish_reason = "quota"
                 done = True
             if done:
                 self._complete(p, req, now)
             else:
-                new_running.add(p.pid)
+                new_running.add(pid)
+                if p.state is ready:
+                    p.set_state(running, now)
         self.tokens += computed
-        for pid in self.running - new_running:
-            q = self.runnable.get(pid)
-            if q is not None and q.state is State.RUNNING:
-                q.set_state(State.READY, now)
-        for pid in new_running:
-            q = self.runnable[pid]
-            if q.state is State.READY:
-                q.set_state(State.RUNNING, now)
+        for pid in self.running:
+            if pid not in new_running:  # left out of this step: back to READY
+                q = runnable.get(pid)
+                if q is not None and q.state is running:
+                    q.set_state(ready, now)
         self.running = new_running
 
     def _step_failed(self, plan: StepPlan, picked: list[Process], exc: Exception) -> None:
@@ -293,6 +349,8 @@ class Scheduler:
             "tokens": self.tokens,
             "step_us": 1e6 * self.step_seconds / steps,
             "overhead_us": 1e6 * (self.tick_seconds - self.step_seconds) / steps,
+            "sched_us": 1e6 * self.sched_seconds / steps,
+            "sched_cpu_us": 1e6 * self.sched_cpu / steps,
             "runnable": len(self.runnable),
             "inline_steps": self.placement.inline_steps,
         }

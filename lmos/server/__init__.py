@@ -18,6 +18,7 @@ import anyio
 from lmos.errors import Errno, SyscallError
 from lmos.server.access import default_hosts, is_loopback, resolve_keys
 from lmos.server.app import create_app
+from lmos.server.metrics import log_to_stderr
 from lmos.server.session import Sessions
 from lmos.server.wire import MAX_BODY
 
@@ -85,6 +86,7 @@ async def serve(kernel: Any, *, host: str = "127.0.0.1", port: int = 8080, uid: 
     except BaseException:
         sock.close()
         raise
+    log_to_stderr()  # the access log, unless the program configured logging itself
     sessions = Sessions(kernel, reap_after=reap_after, keep_results=keep_results, keep_bytes=keep_bytes,
                         keep_for=keep_for)
     app = create_app(kernel, uid=uid, token=token, keys=principals, allowed_hosts=hosts, max_body=max_body,

@@ -139,10 +139,12 @@ class Access:
     def _principal(self, request: Request) -> Principal:
         if not self.keys:
             return Principal(self.uid, keyed=False)
-        got = request.headers.get("authorization", "").encode()
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        # the scheme is case-insensitive (RFC 9110 11.1): some clients send "bearer"
+        got = token.strip().encode() if scheme.lower() == "bearer" else b""
         found: int | None = None
         for key, uid in self.keys:  # every key compared, in constant time: no timing hint of which is close
-            if hmac.compare_digest(got, b"Bearer " + key):
+            if got and hmac.compare_digest(got, key):
                 found = uid
         if found is None:
             raise HTTPError(401, "EACCES", "missing or wrong API key (Authorization: Bearer KEY)")

@@ -13,6 +13,8 @@ Streams are server-sent events subscribed inside the spawn syscall
 Routes (JSON bodies; errors ``{"error": {"errno", "message"}}`` with a 4xx/5xx):
 
 * ``GET /v1/health``, ``GET /v1/models``, ``GET /v1/apps``
+* ``GET /metrics`` (Prometheus; operator only) and one ``lmos.access`` log line per request
+  (see :mod:`lmos.server.metrics`)
 * ``POST /v1/apps`` (install: files, grant, force), ``DELETE /v1/apps/{name}?force=true``
   (operator key only; see :mod:`lmos.server.apps`)
 * ``POST /v1/complete`` (``"stream": true`` for SSE), ``POST /v1/chat``
@@ -20,8 +22,8 @@ Routes (JSON bodies; errors ``{"error": {"errno", "message"}}`` with a 4xx/5xx):
   ``GET /v1/processes`` (ps), ``GET /v1/processes/{pid}``, ``GET /v1/processes/{pid}/events`` (SSE),
   ``GET /v1/processes/{pid}/result`` (again and again), ``POST /v1/processes/{pid}/wait``,
   ``POST /v1/processes/{pid}/signal``, ``DELETE /v1/processes/{pid}`` (kill)
-* OpenAI-compatible ``POST /v1/completions`` and ``POST /v1/chat/completions``
-  (see :mod:`lmos.server.openai`)
+* OpenAI-compatible ``POST /v1/completions``, ``POST /v1/chat/completions`` and
+  ``POST /v1/responses`` (see :mod:`lmos.server.openai`; errors there in the OpenAI shape)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -41,6 +44,7 @@ from starlette.routing import Route
 from lmos.errors import Errno, SyscallError
 from lmos.server import apps, openai
 from lmos.server.access import Access, Principal
+from lmos.server.metrics import Metrics, Observed
 from lmos.server.session import Session, Sessions, completion, reaped
 from lmos.server.wire import (
     MAX_BODY,
@@ -93,6 +97,7 @@ class API:
         async def run(request: Request) -> Response:
             try:
                 who = self.access.check(request)
+                request.state.uid = who.uid  # for the access log
                 return await fn(request, Caller(who, await self.sessions.get(who.uid)))
             except HTTPError as exc:
                 return error_response(exc.status, exc.errno, exc.message)
@@ -322,9 +327,10 @@ def create_app(kernel: Kernel, *, uid: int, token: str | None = None, keys: Mapp
               sessions=sessions or Sessions(kernel))
     compat = openai.OpenAI(api)
     g = api.guard
+    metrics = Metrics(kernel, api.access)  # /metrics and the access log (lmos.server.metrics)
     routes = [
+        Route("/metrics", metrics.scrape, methods=["GET"]),
         Route("/v1/health", g(api.health), methods=["GET"]),
-        Route("/v1/models", g(compat.models), methods=["GET"]),
         Route("/v1/lmos/models", g(api.models), methods=["GET"]),
         Route("/v1/apps", g(api.apps), methods=["GET"]),
         Route("/v1/apps", g(lambda r, c: apps.install(api, r, c)), methods=["POST"]),
@@ -339,8 +345,7 @@ def create_app(kernel: Kernel, *, uid: int, token: str | None = None, keys: Mapp
         Route("/v1/processes/{pid}/result", g(api.result), methods=["GET"]),
         Route("/v1/processes/{pid}/wait", g(api.wait), methods=["POST"]),
         Route("/v1/processes/{pid}/signal", g(api.signal), methods=["POST"]),
-        Route("/v1/completions", g(compat.completions), methods=["POST"]),
-        Route("/v1/chat/completions", g(compat.chat_completions), methods=["POST"]),
+        *compat.routes(g),  # /v1/models, /v1/completions, /v1/chat/completions
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -349,7 +354,9 @@ def create_app(kernel: Kernel, *, uid: int, token: str | None = None, keys: Mapp
                               f"{request.method} {request.url.path}: " + ("no such route" if code == 404
                                                                          else "method not allowed"))
 
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found},
+                    middleware=[Middleware(Observed, metrics=metrics)])
+    app.state.metrics = metrics
     app.state.max_body = max_body
     app.state.api = api
     return app

@@ -29,9 +29,9 @@ from typing import Any
 
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lmos.errors import Errno, SyscallError
+from lmos.kernel.events import Subscription
 from lmos.syscalls.client import Sys
 from lmos.syscalls.types import WaitReply
 from lmos.system import AppSpec, Kernel
@@ -131,12 +131,12 @@ class Session:
         """
         return self._follow(pid, [], self._claim(pid), ended=False)
 
-    def _claim(self, pid: int) -> MemoryObjectReceiveStream[Any] | None:
+    def _claim(self, pid: int) -> Subscription | None:
         """Take the session's subscription to ``pid`` for one request (None: it stays the session's)."""
         sys = self.k.sys
         return sys.subs.pop((self.pid, pid), None) if sys is not None else None
 
-    async def _follow(self, pid: int, first: list[Any], recv: MemoryObjectReceiveStream[Any] | None, *,
+    async def _follow(self, pid: int, first: list[Any], recv: Subscription | None, *,
                       ended: bool) -> AsyncIterator[Any]:
         try:
             for ev in first:

@@ -3,8 +3,10 @@
 ``events`` is a long poll: the first call subscribes the caller to the target
 process and every call returns what has happened since (tokens as they are
 generated, output, state changes, exit), waiting up to ``timeout`` for the
-first event.  It is how the shell shows a foreground job's tokens, and any app
-with the same rights could do the same.  Apps, models: what is installed.
+first event.  Everything queued comes back in one reply (up to ``max``), so a
+watcher makes a call per batch of tokens, not per token.  It is how the shell
+shows a foreground job's tokens, and any app with the same rights could do the
+same.  Apps, models: what is installed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 from msgspec import Meta
 
 from lmos.errors import Errno, SyscallError
-from lmos.kernel.events import Event
+from lmos.kernel.events import Event, Subscription
 from lmos.syscalls.access import check_observe
 from lmos.syscalls.confirm import taint
 from lmos.syscalls.registry import syscall
@@ -123,8 +124,8 @@ async def sys_events(ctx: Ctx, req: Events) -> EventsReply:
     """
     target = ctx.kernel.procs.get(req.pid)
     key = (ctx.proc.pid, req.pid)
-    recv: MemoryObjectReceiveStream[Event] | None = ctx.sys.subs.get(key)
-    if recv is None:
+    sub: Subscription | None = ctx.sys.subs.get(key)
+    if sub is None:
         if target is None:
             raise SyscallError(Errno.ESRCH, f"no such process {req.pid}")
         check_observe(ctx.kernel, ctx.proc, target, "events")
@@ -135,34 +136,23 @@ async def sys_events(ctx: Ctx, req: Events) -> EventsReply:
                                                  exit_status=target.exit_status, data=target.result)],
                                ended=True)
         subscribe(ctx.sys, ctx.proc.pid, req.pid)
-        recv = ctx.sys.subs[key]
-    out: list[EventInfo] = []
-    ended = False
-    try:
-        out.append(_info(recv.receive_nowait()))
-    except anyio.WouldBlock:
+        sub = ctx.sys.subs[key]
+    # One batch: everything queued since the last call, waiting (blocked) only for the first.
+    batch = sub.drain(req.max)
+    if not batch and not sub.ended:
         async with ctx.kernel.blocking(ctx.proc, "events"):
             with anyio.move_on_after(req.timeout if req.timeout is not None else float("inf")):
-                try:
-                    out.append(_info(await recv.receive()))
-                except anyio.EndOfStream:
-                    ended = True
-    except anyio.EndOfStream:
-        ended = True
-    while len(out) < req.max and not ended:
-        try:
-            out.append(_info(recv.receive_nowait()))
-        except anyio.WouldBlock:
-            break
-        except anyio.EndOfStream:
-            ended = True
+                await sub.wait()
+        batch = sub.drain(req.max)
+    out = [_info(ev) for ev in batch]
+    ended = sub.ended and not sub.queue
     if any(e.kind in ("exit", "overflow") for e in out):
         ended = True
     if out and target is not None and (target.tainted or target.uid != ctx.proc.uid):
         taint(ctx.proc)  # the output of a tainted process (or another user's) is untrusted data
     if ended:
         ctx.sys.subs.pop(key, None)
-        recv.close()
+        sub.close()
     return EventsReply(events=out, ended=ended)
 
 

@@ -74,6 +74,8 @@ class MemStatReply(Resp):
     kv_blocks: int = 0
     kv_swap_bytes: int = 0  # bytes of this process's KV held on the host (swapped KV)
     kv_recompute_tokens: int = 0
+    held_tokens: int = 0  # with pages: token ids context memory holds in RAM (resident pages, stubs, core)
+    held_bytes: int = 0  # with pages: bytes it holds in RAM, counted deeply (swapped pages: store only)
     page_table: list[PageInfo] = msgspec.field(default_factory=list)
 
 
@@ -201,10 +203,11 @@ async def sys_mem_stat(ctx: Ctx, req: MemStat) -> MemStatReply:
     out.turns, out.evictions, out.pages_evicted = st.turns, st.evictions, st.pages_evicted
     out.page_ins, out.recalls = st.page_ins, st.recalls
     out.prefill_tokens, out.reprefill_tokens = st.prefill_tokens, st.reprefill_tokens
-    if req.pages:
-        out.page_table = [PageInfo(id=pg.id, role=pg.role, title=pg.title, tokens=len(pg.tokens),
-                                   state=pg.state.value, pinned=pg.pinned, last_use=pg.last_use)
-                          for pg in m.table]
+    if req.pages:  # (counting RAM walks every object: not for top's once-a-second refresh)
+        out.held_tokens, out.held_bytes = m.held()
+        out.page_table = [PageInfo(id=i, role=role, title=title, tokens=n, state=state, pinned=pinned,
+                                   last_use=last_use)
+                          for i, role, title, n, state, pinned, last_use in await m.page_table()]
     return out
 
 
@@ -220,7 +223,7 @@ async def sys_mem_page_in(ctx: Ctx, req: MemPageIn) -> PageInReply:
 async def sys_mem_recall(ctx: Ctx, req: MemRecall) -> RecallReply:
     """Rank the swapped pages against ``query`` (BM25); page the best ``k`` in unless told not to."""
     m = memory(ctx)
-    hits = m.rank(req.query, req.k)
+    hits = await m.rank(req.query, req.k)
     done = await m.page_in([pg.id for pg, _ in hits]) if req.page_in and hits else []
     return RecallReply(hits=[RecallHit(id=pg.id, score=round(s, 4), role=pg.role, title=pg.title,
                                        text=pg.text) for pg, s in hits], paged_in=done)

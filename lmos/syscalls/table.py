@@ -19,13 +19,13 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lmos.errors import Errno, SyscallError
-from lmos.kernel.events import Event
+from lmos.kernel.counters import SyscallCounters
+from lmos.kernel.events import Subscription
 from lmos.kernel.kernel import KernelCore, ProcessExit
 from lmos.kernel.process import Process
-from lmos.syscalls import apps, chat, fs, io, ipc, kv, llm, mem, mount, proc, tool  # noqa: F401  (registers the families)
+from lmos.syscalls import apps, audit_query, chat, fs, io, ipc, kv, llm, mem, mount, proc, tool  # noqa: F401  (registers the families)
 from lmos.syscalls.caps import grants
 from lmos.syscalls.confirm import ConfirmPolicy
 from lmos.syscalls.registry import BY_NR, TABLE, SyscallDef
@@ -115,7 +115,8 @@ class Syscalls:
         self.confirm_policy = confirm_policy
         self.trace_len = trace_len
         self.traces: dict[int, deque[TraceEntry]] = {}
-        self.subs: dict[tuple[int, int], MemoryObjectReceiveStream[Event]] = {}  # (watcher, target)
+        self.counters = SyscallCounters()  # by name and errno, with latency (lmos.server.metrics)
+        self.subs: dict[tuple[int, int], Subscription] = {}  # (watcher, target)
         self.client_factory: Callable[[Syscalls, int], Any] | None = None
         self.apps: apps.AppService | None = None  # the app store, set by the facade (lmos.system)
         kernel.on_reap.append(self._reaped)
@@ -185,7 +186,10 @@ class Syscalls:
     # -- trace and audit -----------------------------------------------------
     def _record(self, p: Process | None, pid: int, name: str, digest: str, cap: str | None,
                 errno: int, error: str, t0: float) -> None:
-        dur = int((time.perf_counter() - t0) * 1e6)
+        seconds = time.perf_counter() - t0
+        dur = int(seconds * 1e6)
+        # an unknown name (ENOSYS) is the caller's string: one label for all, not one per typo
+        self.counters.record(name if name in TABLE else "?", errno, seconds)
         uid = p.uid if p is not None else -1
         now = time.time()
         entry = TraceEntry(ts=now, pid=pid, uid=uid, name=name, digest=digest, ok=errno == 0,

@@ -88,7 +88,9 @@ def corpus(
     n: int = typer.Option(1000, "--n", "-n", min=1, help="How many conversations."),
     out: Path = typer.Option(Path("-"), "--out", help="JSONL file to write ('-' = stdout)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same corpus."),
-    split: str = typer.Option("train", "--split", help="train, or heldout (values never used in train)."),
+    split: str = typer.Option(
+        "train", "--split", help="train, or heldout (no phrasing family, key, prompt or value of train)."
+    ),
 ) -> None:
     """Write synthetic tool-use conversations as JSONL."""
     from lmos.train.corpus import CorpusGenerator

@@ -16,15 +16,16 @@ exchange so the model learns to look at the latest request:
 Tool results come from :class:`~lmos.train.toolbox.ToolBox`, which uses the real
 calc core, so the data matches what the tools return at run time.
 
-Held-out data (``split="heldout"``) draws values whose CRC-32 falls in a slice
-the training split never uses, so evaluation measures copying of values the
-model has never seen, not recall of memorised ones.
+Held-out data (``split="heldout"``) shares no request phrasing family, key
+name, small-talk prompt, (normalised) calc expression or value with the
+training split: :mod:`lmos.train.split` says how each is assigned.  Each
+conversation records the request templates and prompts it used in
+``meta["templates"]``, so the split can be checked on generated data.
 """
 
 from __future__ import annotations
 
 import random
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,16 +33,19 @@ from lmos.chatformat import DEFAULT_SYSTEM_PROMPT, call_message
 from lmos.train import phrasings as P
 from lmos.train.data import Conversation
 from lmos.train.smalltalk import SMALL_TALK
+from lmos.train.split import (
+    HELDOUT_MODULUS,
+    expr_heldout,
+    in_heldout,
+    key_heldout,
+    prompt_heldout,
+    template_heldout,
+)
 from lmos.train.toolbox import ToolBox
 
 KINDS = {"calc": 0.30, "kv_pair": 0.20, "kv_get": 0.14, "clock": 0.08, "repeat": 0.14, "chat": 0.14}
-HELDOUT_MODULUS = 8
 Msgs = list[dict[str, Any]]
-
-
-def in_heldout(value: str) -> bool:
-    """Whether a value belongs to the held-out slice (never used for training)."""
-    return zlib.crc32(value.encode("utf-8")) % HELDOUT_MODULUS == 0
+__all__ = ["HELDOUT_MODULUS", "KINDS", "CorpusGenerator", "generate", "generator", "in_heldout"]
 
 
 class CorpusGenerator:
@@ -52,6 +56,7 @@ class CorpusGenerator:
             raise ValueError(f"unknown split {split!r}")
         self.rng = random.Random(seed)
         self.heldout = split == "heldout"
+        self.used: list[str] = []  # request templates and prompts of the conversation being drawn
 
     # ---- values -----------------------------------------------------------------
     def _pick(self, draw: Callable[[], str]) -> str:
@@ -102,11 +107,24 @@ class CorpusGenerator:
     def value(self) -> str:
         return self._pick(self._raw_value)
 
-    def key(self) -> str:
+    def _template(self, templates: list[str]) -> str:
+        """A request template of this split's phrasing families (recorded in ``meta``)."""
+        t = self.rng.choice([t for t in templates if template_heldout(t) == self.heldout])
+        self.used.append(t)
+        return t
+
+    def _raw_key(self) -> str:
         r = self.rng
         if r.random() < 0.7:
             return r.choice(P.KEY_WORDS)
         return r.choice([self._pseudo_word(), f"{r.choice(P.WORDS)} {self._pseudo_word()}"])
+
+    def key(self) -> str:
+        """A key name of this split (names, not only values, are disjoint)."""
+        while True:
+            k = self._raw_key()
+            if key_heldout(k) == self.heldout:
+                return k
 
     def now(self) -> str:
         r = self.rng
@@ -143,10 +161,10 @@ class CorpusGenerator:
         return call, call
 
     def _set_template(self) -> str:
-        return self.rng.choice(P.SET_ASK)
+        return self._template(P.SET_ASK)
 
     def _get_template(self) -> str:
-        return self.rng.choice(P.GET_ASK)
+        return self._template(P.GET_ASK)
 
     # ---- exchanges: one user turn and the assistant's reply (with tool use) ---------
     def _tool_turn(self, box: ToolBox, ask: str, tool: str, args: dict[str, Any]) -> tuple[Msgs, str]:
@@ -162,9 +180,9 @@ class CorpusGenerator:
         r = self.rng
         while True:
             said, expr = self._expr()
-            if in_heldout(expr) == self.heldout:
+            if expr_heldout(expr) == self.heldout:
                 break
-        msgs, result = self._tool_turn(box, r.choice(P.CALC_ASK).format(e=said), "calc", {"expr": expr})
+        msgs, result = self._tool_turn(box, self._template(P.CALC_ASK).format(e=said), "calc", {"expr": expr})
         if result.startswith("error: "):
             answer = r.choice(P.CALC_ERROR_ANSWER).format(msg=result[len("error: ") :])
         else:
@@ -188,7 +206,7 @@ class CorpusGenerator:
 
     def clock(self, box: ToolBox) -> Msgs:
         r = self.rng
-        msgs, result = self._tool_turn(box, r.choice(P.CLOCK_ASK), "clock", {})
+        msgs, result = self._tool_turn(box, self._template(P.CLOCK_ASK), "clock", {})
         return [*msgs, {"role": "assistant", "content": r.choice(P.CLOCK_ANSWER).format(r=result)}]
 
     def _repeat_text(self) -> str:
@@ -207,14 +225,17 @@ class CorpusGenerator:
     def repeat(self, box: ToolBox) -> Msgs:
         text = self._pick(self._repeat_text)
         return [
-            {"role": "user", "content": self.rng.choice(P.REPEAT_ASK).format(t=text)},
+            {"role": "user", "content": self._template(P.REPEAT_ASK).format(t=text)},
             {"role": "assistant", "content": text},
         ]
 
     def chat(self, box: ToolBox) -> Msgs:
+        """Small talk: a prompt of this split (each intent has prompts on both sides)."""
         asks, replies = SMALL_TALK[self.rng.choice(sorted(SMALL_TALK))]
+        ask = self.rng.choice([a for a in asks if prompt_heldout(a) == self.heldout])
+        self.used.append(ask)
         return [
-            {"role": "user", "content": self.rng.choice(asks)},
+            {"role": "user", "content": ask},
             {"role": "assistant", "content": self.rng.choice(replies)},
         ]
 
@@ -225,6 +246,7 @@ class CorpusGenerator:
     # ---- whole conversations --------------------------------------------------------
     def conversation(self, kind: str | None = None) -> Conversation:
         r = self.rng
+        self.used = []
         kind = kind or r.choices(list(KINDS), weights=list(KINDS.values()))[0]
         prior = {self.key(): self.value() for _ in range(r.choice([0, 0, 1, 2]))}
         now = self.now()
@@ -251,7 +273,8 @@ class CorpusGenerator:
             msgs += self.kv_get(box, key)
         else:
             msgs += getattr(self, kind)(box)
-        return Conversation(messages=msgs, meta={"kind": kind, "kv": prior, "now": now})
+        meta = {"kind": kind, "kv": prior, "now": now, "templates": list(self.used)}
+        return Conversation(messages=msgs, meta=meta)
 
     def take(self, n: int) -> Iterator[Conversation]:
         for _ in range(n):

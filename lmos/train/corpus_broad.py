@@ -7,14 +7,17 @@ base distribution and replaces the rest with values built from a syllable
 model (onset + vowel + coda, one to three syllables, sometimes capitalised),
 so the copied pieces cover most of the tokenizer's letter merges; it adds
 phrasings like "multiply 37 by 41" and "the wifi password is ..." and keys the
-base lists never use.  Same seed, same corpus, and held-out values stay
-disjoint from training values as in the base profile.
+base lists never use.  Same seed, same corpus; the split is the base
+profile's (:mod:`lmos.train.split`): phrasing families, key names, prompts,
+expressions and values all disjoint.
 """
 
 from __future__ import annotations
 
 from lmos.train import phrasings as P
-from lmos.train.corpus import CorpusGenerator, Msgs, in_heldout
+from lmos.train.corpus import CorpusGenerator, Msgs
+from lmos.train.phrasings import CALC_WORDED, GET_MORE, SET_MORE
+from lmos.train.split import expr_heldout, template_heldout
 from lmos.train.toolbox import ToolBox
 
 ONSETS = [
@@ -127,41 +130,7 @@ CODAS = [
     "nch",
     "rch",
 ] + [""] * 12
-CALC_WORDED = [
-    ("multiply {a} by {b}", "{a} * {b}"),
-    ("what is {a} multiplied by {b}?", "{a} * {b}"),
-    ("add {a} and {b}", "{a} + {b}"),
-    ("what is the sum of {a} and {b}?", "{a} + {b}"),
-    ("subtract {b} from {a}", "{a} - {b}"),
-    ("take {b} away from {a}", "{a} - {b}"),
-    ("divide {a} by {b}", "{a} / {b}"),
-    ("what is {a} divided by {b}?", "{a} / {b}"),
-    ("what is {a} to the power of {b}?", "{a} ** {b}"),
-    ("{a} squared?", "{a} ** 2"),
-    ("what is {a} squared", "{a} ** 2"),
-    ("what's the remainder of {a} divided by {b}?", "{a} % {b}"),
-]
-SET_MORE = [
-    "the {key} is {value}, remember that",
-    "{key} is {value}. please remember",
-    "remember: {key} = {value}",
-    "store {key} as {value}",
-    "save the {key}: {value}",
-    "I want you to remember that {key} is {value}",
-    "note: the {key} is {value}",
-    "please save {value} for {key}",
-]
-GET_MORE = [
-    "what is the {key}?",
-    "what's the {key}",
-    "remind me what {key} is",
-    "tell me the {key}",
-    "do you know the {key}?",
-    "what did I tell you {key} was?",
-    "show me {key}",
-]
-
-
+# phrasings live with the base lists so lmos.train.split can see every list without an import cycle
 class BroadCorpusGenerator(CorpusGenerator):
     """The base generator with open-vocabulary values, keys, repeat texts and phrasings."""
 
@@ -193,10 +162,10 @@ class BroadCorpusGenerator(CorpusGenerator):
             return self._syllable_word()
         return f"{self._syllable_word()} {r.randint(1, 9999)}"
 
-    def key(self) -> str:
+    def _raw_key(self) -> str:
         r = self.rng
         if r.random() < 0.5:
-            return super().key()
+            return super()._raw_key()
         return self._phrase(1, 2).lower()
 
     def _repeat_text(self) -> str:
@@ -209,24 +178,25 @@ class BroadCorpusGenerator(CorpusGenerator):
         return text
 
     def _set_template(self) -> str:
-        return self.rng.choice(SET_MORE) if self.rng.random() < 0.3 else super()._set_template()
+        return self._template(SET_MORE) if self.rng.random() < 0.3 else super()._set_template()
 
     def _get_template(self) -> str:
-        return self.rng.choice(GET_MORE) if self.rng.random() < 0.3 else super()._get_template()
+        return self._template(GET_MORE) if self.rng.random() < 0.3 else super()._get_template()
 
     def calc(self, box: ToolBox) -> Msgs:
         r = self.rng
         if r.random() < 0.7:
             return super().calc(box)
         while True:
-            ask_t, expr_t = r.choice(CALC_WORDED)
+            ask_t, expr_t = r.choice([(a, e) for a, e in CALC_WORDED if template_heldout(a) == self.heldout])
             if "**" in expr_t:
                 a, b = str(r.randint(2, 30)), str(r.randint(2, 4))
             else:
                 a, b = self._number(), self._number()
             expr = expr_t.format(a=a, b=b)
-            if in_heldout(expr) == self.heldout:
+            if expr_heldout(expr) == self.heldout:
                 break
+        self.used.append(ask_t)
         msgs, result = self._tool_turn(box, ask_t.format(a=a, b=b), "calc", {"expr": expr})
         if result.startswith("error: "):
             answer = r.choice(P.CALC_ERROR_ANSWER).format(msg=result[len("error: ") :])

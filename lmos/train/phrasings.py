@@ -338,3 +338,40 @@ Rossi
 MONTHS = _words("""
 January February March April May June July August September October November December
 """)
+
+# The broad profile's extra phrasings (lmos.train.corpus_broad): worded arithmetic as
+# (what the user says, the expression in the call), and more ways to store and recall.
+CALC_WORDED = [
+    ("multiply {a} by {b}", "{a} * {b}"),
+    ("what is {a} multiplied by {b}?", "{a} * {b}"),
+    ("add {a} and {b}", "{a} + {b}"),
+    ("what is the sum of {a} and {b}?", "{a} + {b}"),
+    ("subtract {b} from {a}", "{a} - {b}"),
+    ("take {b} away from {a}", "{a} - {b}"),
+    ("divide {a} by {b}", "{a} / {b}"),
+    ("what is {a} divided by {b}?", "{a} / {b}"),
+    ("what is {a} to the power of {b}?", "{a} ** {b}"),
+    ("{a} squared?", "{a} ** 2"),
+    ("what is {a} squared", "{a} ** 2"),
+    ("what's the remainder of {a} divided by {b}?", "{a} % {b}"),
+]
+SET_MORE = [
+    "the {key} is {value}, remember that",
+    "{key} is {value}. please remember",
+    "remember: {key} = {value}",
+    "store {key} as {value}",
+    "save the {key}: {value}",
+    "I want you to remember that {key} is {value}",
+    "note: the {key} is {value}",
+    "please save {value} for {key}",
+]
+GET_MORE = [
+    "what is the {key}?",
+    "what's the {key}",
+    "remind me what {key} is",
+    "tell me the {key}",
+    "do you know the {key}?",
+    "what did I tell you {key} was?",
+    "show me {key}",
+]
+

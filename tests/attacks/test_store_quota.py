@@ -75,7 +75,9 @@ async def test_files_kv_and_pages_share_one_quota_per_uid() -> None:
 
 
 async def test_pages_left_by_exited_processes_still_count() -> None:
-    async with kernel() as k:
+    # Pages of ended processes are deleted by default (and their bytes given back, see
+    # test_pages_of_ended_processes_are_given_back); kept for replay, they must still count.
+    async with kernel(keep_ended_pages=True) as k:
         assert k.core is not None
         k.core.files.quota.limit = QUOTA
         for _ in range(3):  # each process pages out ~500 KB of context and exits
@@ -85,3 +87,12 @@ async def test_pages_left_by_exited_processes_still_count() -> None:
                          ("mem_append", {"text": "p" * (200 * KB)}),
                          ("fs_write", {"path": "/y", "data": "y" * (400 * KB)})) == ["EDQUOT", "EDQUOT", "ok"]
         assert await run(k, 1002, ("fs_write", {"path": "/x", "data": "x" * (1000 * KB)})) == ["ok"]
+
+
+async def test_pages_of_ended_processes_are_given_back() -> None:
+    async with kernel() as k:
+        assert k.core is not None
+        k.core.files.quota.limit = QUOTA
+        for _ in range(6):  # 6 x ~500 KB of context, over the 2 MB quota were it kept
+            assert await run(k, 1001, ("mem_append", {"text": "p" * (100 * KB)})) == ["ok"]
+        assert await run(k, 1001, ("fs_write", {"path": "/x", "data": "x" * (1000 * KB)})) == ["ok"]

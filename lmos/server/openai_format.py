@@ -1,0 +1,288 @@
+"""OpenAI chat requests in lmos's terms: messages and tools in, content and ``tool_calls`` out.
+
+Three jobs, kept apart from the HTTP handler so each can be tested alone:
+
+* **Rendering.** OpenAI messages (``developer`` is ``system``; content parts
+  joined; assistant ``tool_calls`` with JSON-string arguments; ``tool``
+  results) become the model's chat format.  The built-in model's format has no
+  tool *declarations* yet, so ``tools`` map onto its call format only:
+  ``<|call|>{"tool": NAME, "args": {...}}`` turns, one per call, results as
+  ``<|tool|>`` turns.  Template models get ``tools`` rendered by their own
+  chat template (the ``chat_format`` syscall), calls as ``<tool_call>``.
+  Every message is a data segment, so a control-token string in it stays text.
+* **tool_choice.** ``required`` and a named function are *enforced*, not
+  hoped for: the assistant turn is prefilled with the call marker (and the
+  function's name), so what the model writes is the rest of the call.
+  ``none`` leaves tools out of the prompt and never returns a call.
+* **Visible text.** What the client sees as ``content``: the text before any
+  call marker, end marker or stop string, stripped.  :class:`TextStream`
+  computes the same thing token by token, holding back a suffix that might
+  still become a marker, so streamed and plain replies are identical text and
+  no ``<|end|>`` leaks into a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from lmos.chatformat import (
+    ASSISTANT,
+    CALL,
+    DEFAULT_SYSTEM_PROMPT,
+    END,
+    ROLE_MARKERS,
+    MalformedCall,
+    Segment,
+    call_json,
+)
+from lmos.server.wire import HTTPError
+
+END_MARKERS = (END, "<|im_end|>", "</s>", "<|eot_id|>", "<|endoftext|>")
+TEMPLATE_CALL = "<tool_call>"
+_TEMPLATE_CALLS = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+
+
+def bad(message: str, param: str | None = None) -> HTTPError:
+    err = HTTPError(400, "EINVAL", message)
+    err.param = param  # type: ignore[attr-defined]  # the OpenAI error body names the field
+    return err
+
+
+def content_text(content: Any, where: str) -> str:
+    """A message's content as text: a string, or a list of ``{"type": "text"}`` parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" \
+                    or not isinstance(part.get("text"), str):
+                raise bad(f"{where}: only text content parts are supported", where)
+            out.append(part["text"])
+        return "".join(out)
+    raise bad(f"{where}: content must be a string or a list of text parts", where)
+
+
+def _calls_of(m: dict[str, Any], where: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(id, name, args) of an assistant message's ``tool_calls``; arguments must be JSON objects."""
+    out = []
+    for j, c in enumerate(m.get("tool_calls") or []):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad(f"{where}.tool_calls[{j}]: needs function.name", where)
+        raw = fn.get("arguments") or "{}"
+        try:
+            args = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError:
+            raise bad(f"{where}.tool_calls[{j}].function.arguments is not JSON", where) from None
+        if not isinstance(args, dict):
+            raise bad(f"{where}.tool_calls[{j}].function.arguments must be a JSON object", where)
+        out.append((str(c.get("id") or ""), fn["name"], args))
+    return out
+
+
+def normalize(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI messages as plain ``{"role", "content"}`` (+ ``calls``, ``tool_call_id``) dicts."""
+    out = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        role = m.get("role")
+        if role == "developer":
+            role = "system"
+        if role not in ROLE_MARKERS:
+            raise bad(f"{where}.role: {str(role)[:40]!r} is not one of system, developer, user, "
+                      "assistant, tool", where)
+        msg: dict[str, Any] = {"role": role, "content": content_text(m.get("content"), where)}
+        if role == "assistant":
+            msg["calls"] = _calls_of(m, where)
+        if role == "tool":
+            msg["tool_call_id"] = str(m.get("tool_call_id") or "")
+        out.append(msg)
+    return out
+
+
+def lmos_segments(msgs: list[dict[str, Any]]) -> list[Segment]:
+    """The built-in model's rendering of normalized messages (a system prompt added if missing)."""
+    if not msgs or msgs[0]["role"] != "system":
+        msgs = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, *msgs]
+    out: list[Segment] = []
+    for m in msgs:
+        out.append((ROLE_MARKERS[m["role"]], False))
+        out.append((m["content"], True))
+        for _, name, args in m.get("calls") or []:
+            out.append((CALL, False))
+            out.append((json.dumps({"tool": name, "args": args}, ensure_ascii=False), True))
+        out.append((END + "\n", False))
+    out.append((ASSISTANT, False))
+    return [s for s in out if s[0]]
+
+
+def template_messages(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Normalized messages in the shape Hugging Face chat templates read (arguments as objects)."""
+    out = []
+    for m in msgs:
+        t: dict[str, Any] = {"role": m["role"], "content": m["content"]}
+        if m.get("calls"):
+            t["tool_calls"] = [{"id": cid, "type": "function", "function": {"name": n, "arguments": a}}
+                               for cid, n, a in m["calls"]]
+        if m["role"] == "tool":
+            t["tool_call_id"] = m["tool_call_id"]
+        out.append(t)
+    return out
+
+
+def check_tools(tools: list[dict[str, Any]] | None, choice: Any) -> tuple[list[str], str | None, str]:
+    """(function names, forced name, mode) of ``tools`` and ``tool_choice``; mode: auto|none|required."""
+    names: list[str] = []
+    for i, t in enumerate(tools or []):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict) \
+                or not isinstance(fn.get("name"), str):
+            raise bad(f"tools[{i}]: only {{'type': 'function', 'function': {{'name': ...}}}} tools are "
+                      "supported", "tools")
+        names.append(fn["name"])
+    if choice is None:
+        return names, None, "auto" if names else "none"
+    if choice in ("auto", "none", "required"):
+        if choice == "required" and not names:
+            raise bad("tool_choice 'required' needs tools", "tool_choice")
+        return names, None, str(choice)
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise bad("tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'function': "
+                  "{'name': ...}}", "tool_choice")
+    if fn["name"] not in names:
+        raise bad(f"tool_choice names {fn['name']!r}, which is not in tools", "tool_choice")
+    return names, fn["name"], "required"
+
+
+def prefill(fmt: str, mode: str, forced: str | None) -> str:
+    """The start of the assistant turn that makes the model call a tool (or the named one)."""
+    if mode != "required":
+        return ""
+    if fmt == "template":
+        head = TEMPLATE_CALL + "\n"
+        return head + (json.dumps({"name": forced})[:-1] + ', "arguments": ' if forced else "")
+    return CALL + (json.dumps({"tool": forced})[:-1] + ', "args": ' if forced else "")
+
+
+def markers(fmt: str, stops: list[str]) -> list[str]:
+    """Where visible content ends: a call marker, an end marker or a stop string."""
+    return [CALL if fmt == "lmos" else TEMPLATE_CALL, *END_MARKERS, *stops]
+
+
+def visible(raw: str, cut: list[str], *, final: bool, strip: bool = True) -> str:
+    """The content a client sees of ``raw`` so far (see the module docstring)."""
+    ends = [i for i in (raw.find(m) for m in cut) if i >= 0]
+    text = raw[: min(ends)] if ends else raw
+    if not final and not ends:
+        hold = 0
+        for m in cut:  # a suffix that may still grow into a marker stays back
+            for k in range(min(len(m) - 1, len(text)), hold, -1):
+                if text.endswith(m[:k]):
+                    hold = k
+                    break
+        text = text[: len(text) - hold]
+    if not strip:  # completions: the text as generated, whitespace and all
+        return text
+    return text.strip() if final else text.lstrip().rstrip()
+
+
+class TextStream:
+    """Content deltas of a growing raw text; ``finish`` sends what the final text adds.
+
+    Incremental, so a long reply costs O(its length) in all, not O(length) per token: markers
+    are searched only in the new text (and the few characters before it a marker could start
+    in), and only the unsent tail is sliced.  What it sends is always a prefix of
+    :func:`visible` of the final text (a test checks this against :func:`visible` itself).
+    """
+
+    def __init__(self, cut: list[str], raw: str = "", *, strip: bool = True) -> None:
+        self.cut, self.strip = cut, strip
+        self.longest = max((len(m) for m in cut), default=0)
+        self.raw, self.scanned = "", 0
+        self.end: int | None = None  # where the first marker starts, once one has arrived
+        self.at = 0  # raw[:at] is sent (or dropped leading whitespace)
+        self.started = not strip  # leading whitespace is dropped until the content starts
+        self.pieces: list[str] = []
+        self.feed(raw)
+
+    def feed(self, text: str) -> str:
+        self.raw += text
+        raw = self.raw
+        if self.end is None:
+            since = max(0, self.scanned - self.longest + 1)
+            hits = [i for i in (raw.find(m, since) for m in self.cut) if i >= 0]
+            self.end = min(hits) if hits else None
+            self.scanned = len(raw)
+        limit = self.end if self.end is not None else len(raw) - self._hold()
+        seg = raw[self.at:limit]
+        if not self.started:
+            kept = seg.lstrip()
+            self.at += len(seg) - len(kept)
+            seg = kept
+            self.started = bool(seg)
+        if self.strip:
+            seg = seg.rstrip()
+        if seg:
+            self.at += len(seg)
+            self.pieces.append(seg)
+        return seg
+
+    def _hold(self) -> int:
+        """The longest tail of the raw text that is a proper prefix of a marker."""
+        raw, hold = self.raw, 0
+        for m in self.cut:
+            for k in range(min(len(m) - 1, len(raw)), hold, -1):
+                if raw.endswith(m[:k]):
+                    hold = k
+                    break
+        return hold
+
+    def finish(self, final: str) -> str:
+        sent = "".join(self.pieces)
+        if not final.startswith(sent):
+            return ""  # never happens by construction (see visible); sent text cannot be unsent
+        self.pieces = [final]
+        return final[len(sent):]
+
+
+def parse_reply(fmt: str, raw: str, cut: list[str], mode: str) -> tuple[str, list[dict[str, Any]]]:
+    """(content, tool_calls) of a finished assistant turn (``raw`` includes the prefill)."""
+    content = visible(raw, cut, final=True)
+    if mode == "none":
+        return content, []
+    calls: list[tuple[str, dict[str, Any]]] = []
+    try:
+        if fmt == "lmos":
+            at = raw.find(CALL)
+            if at >= 0:
+                body = raw[at:]
+                for end in END_MARKERS:
+                    body = body.split(end, 1)[0]
+                calls = [call_json(piece, "tool", "args") for piece in body.split(CALL)[1:]]
+        else:
+            calls = [call_json(m.group(1), "name", "arguments") for m in _TEMPLATE_CALLS.finditer(raw)]
+    except MalformedCall:
+        calls = []  # not a call after all: the client sees the text
+        content = visible(raw, [c for c in cut if c not in (CALL, TEMPLATE_CALL)], final=True)
+    return content, [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                      "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}}
+                     for name, args in calls]
+
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
+               429: "rate_limit_error"}
+
+
+def openai_error(status: int, errno: str, message: str, param: str | None = None,
+                 code: str | None = None) -> dict[str, Any]:
+    """The OpenAI error body, with lmos's errno riding along."""
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code, "errno": errno}}
