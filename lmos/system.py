@@ -21,9 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -43,12 +41,12 @@ from lmos.syscalls import tool as _tool
 from lmos.syscalls.client import Sys
 from lmos.syscalls.table import AppSpec, ProgramRegistry, Syscalls
 from lmos.syscalls.types import ProcInfo, Usage, WaitReply
+from lmos.system_boot import ModelArg, _open_app_store, _register_userland, load_driver
 from lmos.userland import sandbox as _sandbox
 from lmos.userland.coreutils import APPS as COREUTILS
-from lmos.userland.tools import builtin_tools, load_entry_points
+from lmos.userland.tools import builtin_tools
 
 log = logging.getLogger("lmos")
-ModelArg = Driver | str | os.PathLike[str] | None
 Main = Callable[[Sys, list[str]], Awaitable[Any]]
 
 
@@ -80,25 +78,6 @@ async def _complete_main(sys: Sys, argv: list[str]) -> Any:
     args = json.loads(argv[0]) if argv else {}
     r = await sys.llm_generate(**args)
     return msgspec.to_builtins(r)
-
-
-def load_driver(model: ModelArg, config: Config) -> Driver:
-    """A Driver from a Driver, a local model directory, or None (the built-in model)."""
-    if model is not None and not isinstance(model, str | os.PathLike):
-        return model
-    if model is None:
-        from lmos.models import builtin_model_path
-
-        path = Path(builtin_model_path())
-    else:
-        path = Path(model).expanduser()
-    if not path.is_dir():
-        raise SyscallError(Errno.ENOENT, f"no model directory at {path}")
-    from lmos.drivers.hf import HFDriver
-
-    return HFDriver.from_pretrained(str(path), device=config.device, dtype=config.dtype,
-                                    block_size=config.block_size, kv_memory=config.kv_memory,
-                                    max_seqs=config.max_seqs, max_tokens_per_step=config.max_tokens_per_step)
 
 
 class Kernel:
@@ -370,51 +349,3 @@ async def _drain(recv: Subscription) -> AsyncIterator[Event]:
 def _strip_errno(msg: str) -> str:
     name, sep, rest = msg.partition(": ")
     return rest if sep and name in Errno.__members__ else msg
-
-
-
-def _open_app_store(sys: Syscalls) -> None:
-    """Give the syscall layer its app store and register the apps installed in the state directory.
-
-    Every name registered so far (built-in apps, coreutils, plugins) is held:
-    an install cannot take it.  An installed app that no longer loads (this
-    lmos refuses what an older one accepted) is skipped with a warning rather
-    than failing the boot; ``lmos app remove`` still removes it.
-    """
-    from lmos.kernel.appdb import AppDB
-    from lmos.syscalls.apps import AppService
-    from lmos.userland.appstore import Loader, build_spec, package_from_files
-
-    builtin = frozenset(sys.programs.apps)
-    db = AppDB(sys.kernel.journal)
-    sys.apps = AppService(Loader(), db, builtin)
-    for rec in db.all():
-        if rec.name in builtin:
-            log.warning("installed app %s is shadowed by a built-in app of the same name", rec.name)
-            continue
-        try:
-            spec = build_spec(package_from_files(rec.files, origin=rec.name), caps=frozenset(rec.caps),
-                              trusted=rec.trusted, origin="installed")
-        except SyscallError as exc:
-            log.warning("installed app %s cannot be loaded: %s", rec.name, exc.message)
-            continue
-        sys.programs.register(spec)
-
-
-def _register_userland(programs: ProgramRegistry, tools: _tool.ToolRegistry, plugins: bool) -> None:
-    """Built-in apps from their manifests, then operator tools/apps from entry points."""
-    from lmos.userland.apps import builtin_apps
-    from lmos.userland.manifest import Manifest, app_spec
-
-    for spec in builtin_apps():
-        programs.register(spec)
-    if not plugins:
-        return
-    for t in load_entry_points("lmos.tools"):
-        if isinstance(t, _tool.Tool):
-            tools.register(t)
-    for a in load_entry_points("lmos.apps"):
-        if isinstance(a, Manifest):
-            a = app_spec(a, trusted=True)
-        if isinstance(a, AppSpec):
-            programs.register(a)

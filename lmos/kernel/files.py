@@ -152,7 +152,8 @@ class FileStore:
             raise
         return True
 
-    def _list_sync(self, uid: int, path: str) -> list[Stat]:
+    def _below_sync(self, uid: int, path: str) -> tuple[str, list[Stat]]:
+        """Everything below directory ``path``, in path order, and the prefix its paths start with."""
         st = self._stat_sync(uid, path)
         if st.kind != "dir":
             raise SyscallError(Errno.ENOTDIR, f"not a directory: {path}")
@@ -162,9 +163,11 @@ class FileStore:
             "ORDER BY path",
             (uid, prefix, prefix[:-1] + "0"),
         )  # '0' sorts right after '/'
-        return [
-            Stat(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows if "/" not in r[0][len(prefix) :]
-        ]
+        return prefix, [Stat(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    def _list_sync(self, uid: int, path: str) -> list[Stat]:
+        prefix, below = self._below_sync(uid, path)
+        return [st for st in below if "/" not in st.path[len(prefix) :]]
 
     async def listdir(self, uid: int, path: str = "/") -> list[Stat]:
         if self.mounts.covers(p := normalize(path)):
@@ -172,16 +175,7 @@ class FileStore:
         return await anyio.to_thread.run_sync(self._list_sync, uid, normalize(path))
 
     def _tree_sync(self, uid: int, path: str) -> list[Stat]:
-        st = self._stat_sync(uid, path)
-        if st.kind != "dir":
-            raise SyscallError(Errno.ENOTDIR, f"not a directory: {path}")
-        prefix = "/" if path == "/" else path + "/"
-        rows = self.journal.query(
-            "SELECT path, kind, size, mtime, owner, tainted FROM files WHERE uid=? AND path > ? AND path < ? "
-            "ORDER BY path",
-            (uid, prefix, prefix[:-1] + "0"),
-        )
-        return [Stat(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+        return self._below_sync(uid, path)[1]
 
     async def tree(self, uid: int, path: str = "/") -> list[Stat]:
         """Every entry (files and directories) below the directory ``path``, sorted by path."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from lmos.config import Config
 from lmos.drivers.base import Driver, SamplingParams
 from lmos.errors import Errno, SyscallError
-from lmos.kernel import generation
+from lmos.kernel import generation, signals
 from lmos.kernel.counters import KernelCounters
 from lmos.kernel.events import EventBus
 from lmos.kernel.files import FileStore
@@ -342,89 +342,17 @@ class KernelCore:
             raise SyscallError(Errno.ECHILD, f"process {caller.pid} has no children")
         return next((c for c in kids if c.ended), None)
 
-    # -- signals -----------------------------------------------------------
+    # -- signals (kernel/signals.py) --------------------------------------
     def signal(self, pid: int, sig: Signal) -> None:
-        p = self.get(pid)
-        if pid == INIT_PID:
-            raise SyscallError(Errno.EPERM, "cannot signal init")
-        if p.ended:
-            return
-        if sig in (Signal.KILL, Signal.TERM):
-            self._kill.setdefault(pid, sig)
-            scope = self._scopes.get(pid)
-            if scope is not None:
-                scope.cancel()
-        elif sig is Signal.STOP:
-            if p.state is not State.STOPPED:
-                p.stopped_from = p.state
-                p.set_state(State.STOPPED)
-                self._cont[pid] = anyio.Event()
-                sched = self.schedulers.get(p.model)
-                if sched is not None:
-                    sched.running.discard(pid)
-        elif sig is Signal.CONT:
-            if p.state is State.STOPPED:
-                back = p.stopped_from or State.RUNNING
-                if back is State.RUNNING and p.request is not None:
-                    back = State.READY
-                p.set_state(back)
-                p.stopped_from = None
-                ev = self._cont.pop(pid, None)
-                if ev is not None:
-                    ev.set()
-                sched = self.schedulers.get(p.model)
-                if sched is not None:
-                    sched.kick()
-        elif sig is Signal.INT:
-            scope = self._intr.get(pid)
-            if scope is not None:
-                scope.cancel()
-            else:
-                p.pending_signals.append(sig)
-        self.events.publish(pid, kind="state", state=p.state.value, data=f"SIG{sig.name}")
+        signals.deliver(self, pid, sig)
 
     async def checkpoint(self, p: Process) -> None:
         """Syscall entry: wait while STOPPED; deliver a pending INT as EINTR."""
-        while p.state is State.STOPPED:
-            ev = self._cont.get(p.pid)
-            if ev is None:
-                break
-            await ev.wait()
-        if p.pending_signals:
-            sig = p.pending_signals.pop(0)
-            raise SyscallError(Errno.EINTR, f"interrupted by SIG{sig.name}")
+        await signals.checkpoint(self, p)
 
-    @asynccontextmanager
-    async def blocking(self, p: Process, name: str) -> AsyncIterator[None]:
+    def blocking(self, p: Process, name: str) -> AbstractAsyncContextManager[None]:
         """Run the body as a BLOCKED, interruptible (SIGINT -> EINTR) syscall."""
-        await self.checkpoint(p)
-        if p.pid == INIT_PID:
-            yield
-            return
-        sched = self.schedulers.get(p.model)
-        p.set_state(State.BLOCKED)
-        p.blocked_on = name
-        if sched is not None and p.has_seq:
-            sched.kv.on_block(p.pid, name)
-            sched.kick()
-        t0 = time.monotonic()
-        interrupted = False
-        try:
-            with anyio.CancelScope() as scope:
-                self._intr[p.pid] = scope
-                yield
-            interrupted = scope.cancelled_caught
-        finally:
-            self._intr.pop(p.pid, None)
-            p.blocked_on = ""
-            if sched is not None and p.has_seq:
-                sched.kv.on_unblock(p.pid, name, time.monotonic() - t0)
-            if p.state is State.BLOCKED:
-                p.set_state(State.RUNNING)
-            elif p.state is State.STOPPED:
-                p.stopped_from = State.RUNNING
-        if interrupted:
-            raise SyscallError(Errno.EINTR, f"{name} interrupted by SIGINT")
+        return signals.blocking(self, p, name)
 
     # -- generation --------------------------------------------------------
     async def generate(self, p: Process, token_ids: list[int], *, reset: bool, sampling: SamplingParams,

@@ -69,6 +69,16 @@ def within(path: str, root: str) -> bool:
     return root == "/" or path == root or path.startswith(root + "/")
 
 
+async def _store_entries(store: Callable[[], list[Stat]]) -> list[Stat]:
+    """The store's side of a listing, run in a thread; none where the store has no such directory."""
+    try:
+        return await anyio.to_thread.run_sync(store)
+    except SyscallError as exc:
+        if exc.errno != Errno.ENOENT:
+            raise
+        return []
+
+
 def _valid_name(name: str) -> bool:
     try:
         return normalize("/" + name) == "/" + name and len(name) <= MAX_NAME
@@ -191,12 +201,7 @@ class MountTable:
         m = self.find(path)
         if m is not None:
             return await anyio.to_thread.run_sync(_list_host, m, path, False)
-        try:
-            entries = await anyio.to_thread.run_sync(store_list)
-        except SyscallError as exc:
-            if exc.errno != Errno.ENOENT:
-                raise
-            entries = []
+        entries = await _store_entries(store_list)
         prefix = "/" if path == "/" else path + "/"
         here = {prefix + m.path[len(prefix):].split("/", 1)[0] for m in self.below(path)}
         entries = [e for e in entries if e.path not in here]
@@ -208,12 +213,7 @@ class MountTable:
         m = self.find(path)
         if m is not None:
             return await anyio.to_thread.run_sync(_list_host, m, path, True)
-        try:
-            entries = await anyio.to_thread.run_sync(store_tree)
-        except SyscallError as exc:
-            if exc.errno != Errno.ENOENT:
-                raise
-            entries = []
+        entries = await _store_entries(store_tree)
         below = self.below(path)
         entries = [e for e in entries if not any(within(e.path, b.path) for b in below)]
         have = {e.path for e in entries}
