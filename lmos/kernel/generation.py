@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
 from lmos.drivers.base import SamplingParams
 from lmos.errors import Errno, SyscallError
@@ -63,6 +64,102 @@ async def generate(core: KernelCore, p: Process, token_ids: list[int], *, reset:
     if req.finish_reason == "length" and left is not None and left <= 0:
         req.finish_reason = "quota"
     return req
+
+async def generate_n(core: KernelCore, p: Process, token_ids: list[int], *, n: int, reset: bool,
+                     sampling: SamplingParams, max_tokens: int, stop: tuple[str, ...] = (),
+                     stop_token_ids: frozenset[int] = frozenset()) -> list[GenRequest]:
+    """``n`` choices from one prefill: the prompt is appended and computed once, then the
+    driver sequence is forked ``n - 1`` times (the forks share its KV copy-on-write) and
+    each branch continues on its own; branch ``i`` samples with ``seed + i`` when seeded.
+
+    The process's own sequence carries choice 0 (its context afterwards is that choice's);
+    the others run as kernel-internal sequences freed at the end.  The prefill samples one
+    token that is thrown away (its logits are not kept), and every branch recomputes the
+    prompt's last token, so choice ``i`` is exactly what a single generation with
+    ``seed + i`` gives.
+    """
+    if n == 1:
+        return [await generate(core, p, token_ids, reset=reset, sampling=sampling, max_tokens=max_tokens,
+                               stop=stop, stop_token_ids=stop_token_ids)]
+    sched = core.scheduler(p.model)
+    drv = sched.driver
+    # prefill once (unseeded: the sampled token is discarded; the branches restart their streams)
+    unseeded = msgspec.structs.replace(sampling, seed=None)
+    pre = await generate(core, p, token_ids, reset=reset, sampling=unseeded, max_tokens=1)
+    p.stats.generated_tokens -= len(pre.out)  # not a generated token of any choice
+    chain = p.quota_chain()
+    for q in chain:
+        if q is not p:
+            q.children_tokens -= len(pre.out)
+    left = p.tokens_left()
+    if left is not None:
+        if left < n:
+            raise SyscallError(Errno.EDQUOT, f"token quota too small for {n} choices")
+        max_tokens = min(max_tokens, left // n)
+
+    def branch(i: int) -> SamplingParams:
+        seed = sampling.seed
+        return sampling if seed is None else msgspec.structs.replace(sampling, seed=seed + i)
+
+    kids: list[Process] = []
+    results: list[GenRequest | None] = [None] * n
+    for q in chain:
+        q.tokens_reserved += n * max_tokens
+    try:
+        async with sched.lock:
+            # back to the prompt, its last token pending again: a branch's first step computes it
+            # and samples from its logits
+            last = drv.length(p.pid) - len(pre.out) - 1
+            tail = drv.tokens(p.pid)[last]
+            drv.truncate(p.pid, last)
+            drv.append(p.pid, [tail])
+            for i in range(1, n):
+                cid = core.journal.alloc_pid()
+                drv.fork(p.pid, cid)
+                kid = Process(pid=cid, ppid=p.pid, uid=p.uid, app=p.app, argv=[], model=p.model,
+                              caps=frozenset(), priority=p.priority, weight=p.weight, has_seq=True)
+                kid.set_state(State.RUNNING)
+                kids.append(kid)
+                sched.kv.track(cid)
+                sched.kv.mark(cid, sched.kv.location(p.pid))  # where the parent's KV is (maybe swapped)
+                drv.set_sampling(cid, branch(i))
+        errors: list[SyscallError] = []
+
+        async def run(i: int, proc: Process) -> None:
+            try:
+                results[i] = await _generate(core, proc, sched, [], reset=False, sampling=branch(i),
+                                             max_tokens=max_tokens, stop=stop, stop_token_ids=stop_token_ids,
+                                             context=None)
+            except SyscallError as exc:  # raised as itself below, not inside an exception group
+                errors.append(exc)
+                tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for i, proc in enumerate([p, *kids]):
+                tg.start_soon(run, i, proc)
+        if errors:
+            raise errors[0]
+    finally:
+        spent = sum(k.stats.generated_tokens for k in kids)
+        p.stats.generated_tokens += spent
+        for q in chain:
+            q.tokens_reserved -= n * max_tokens
+            if q is not p:
+                q.children_tokens += spent
+        with anyio.CancelScope(shield=True):  # the forks go even when the caller is cancelled
+            async with sched.lock:
+                for kid in kids:
+                    sched.withdraw(kid)
+                    drv.free(kid.pid)
+                    sched.kv.forget(kid.pid)
+        sched.kick()
+    out = [r for r in results if r is not None]
+    left = p.tokens_left()
+    for r in out:
+        if r.finish_reason == "length" and left is not None and left <= 0:
+            r.finish_reason = "quota"
+    return out
+
 
 async def _generate(core: KernelCore, p: Process, sched: Scheduler, token_ids: list[int], *,
                     reset: bool, sampling: SamplingParams, max_tokens: int, stop: tuple[str, ...],

@@ -370,6 +370,14 @@ class KernelCore:
                                          max_tokens=max_tokens, stop=stop, stop_token_ids=stop_token_ids,
                                          context=context)
 
+    async def generate_n(self, p: Process, token_ids: list[int], *, n: int, reset: bool,
+                         sampling: SamplingParams, max_tokens: int, stop: tuple[str, ...] = (),
+                         stop_token_ids: frozenset[int] = frozenset()) -> list[GenRequest]:
+        """``n`` choices from one prefill of ``token_ids``, forks of one context (see
+        :func:`lmos.kernel.generation.generate_n`)."""
+        return await generation.generate_n(self, p, token_ids, n=n, reset=reset, sampling=sampling,
+                                           max_tokens=max_tokens, stop=stop, stop_token_ids=stop_token_ids)
+
     def watch(self, pid: int) -> None:
         """Somebody subscribed to ``pid``: its scheduler emits token events while the
         subscription lasts (the schedulers read the event bus's subscribers directly)."""

@@ -168,7 +168,8 @@ class Scheduler:
         drv = self.driver
         lim = drv.limits
         now = time.monotonic()
-        cands = [p for p in self.runnable.values() if p.state is not State.STOPPED]
+        stopped = State.STOPPED
+        cands = [p for p in self.runnable.values() if p.state is not stopped]
         ordered = self.policy.order(cands, now)
         plan = StepPlan()
         self.kv.fill_moves(plan)
@@ -180,14 +181,17 @@ class Scheduler:
         pends: list[int] = []
         decodes = 0
         pending = drv.pending
+        add_wanted, add_pend = wanted.append, pends.append
         for p in ordered:
-            if len(wanted) >= slots:
+            if slots <= 0:
                 break
             pend = pending(p.pid)
             if pend > 0:
-                wanted.append(p)
-                pends.append(pend)
-                decodes += pend == 1
+                add_wanted(p)
+                add_pend(pend)
+                slots -= 1
+                if pend == 1:
+                    decodes += 1
         budget = lim.max_tokens
         prefill_budget = max(budget - decodes, 1)
         picked: list[Process] = []
@@ -197,8 +201,8 @@ class Scheduler:
         chosen: set[int] | None = None
         loc, items = self.kv.loc.get, plan.items  # (KVAdvisor.location inlined: it runs per process)
         kv_needed, num_blocks = drv.kv_needed, lim.num_blocks
-        for i, p in enumerate(wanted):
-            pend = pends[i]
+        add_item, add_picked = items.append, picked.append
+        for i, (p, pend) in enumerate(zip(wanted, pends, strict=True)):
             pid = p.pid
             if (chosen is not None and pid in chosen) or budget <= 0:
                 continue  # made a victim to fit an earlier candidate
@@ -236,8 +240,8 @@ class Scheduler:
             budget -= n
             if n > 1:
                 prefill_budget -= n
-            items.append(StepItem(pid, n, n == pend))
-            picked.append(p)
+            add_item(StepItem(pid, n, n == pend))
+            add_picked(p)
             if chosen is not None:
                 chosen.add(pid)
         if not plan.items and skipped:
@@ -303,11 +307,12 @@ class Scheduler:
                 if p.state is ready:
                     p.set_state(running, now)
         self.tokens += computed
-        for pid in self.running:
-            if pid not in new_running:  # left out of this step: back to READY
-                q = runnable.get(pid)
-                if q is not None and q.state is running:
-                    q.set_state(ready, now)
+        # Left out of this step: back to READY.  The set difference runs in C; the loop below only
+        # sees the processes that left, not every one that keeps running.
+        for pid in self.running - new_running:
+            q = runnable.get(pid)
+            if q is not None and q.state is running:
+                q.set_state(ready, now)
         self.running = new_running
 
     def _step_failed(self, plan: StepPlan, picked: list[Process], exc: Exception) -> None:

@@ -6,6 +6,11 @@ the calling process's context (its driver sequence), or replaces it with
 generation config), the same way ``model.generate`` does.  The call returns
 when the request completes: on the model's end-of-sequence token, a stop
 string, ``max_tokens`` or the quota.
+
+With ``n > 1`` the prompt is prefilled once and ``n`` choices continue from forks
+of that context (copy-on-write KV); the reply's ``choices`` holds them all, its
+top-level fields describe choice 0 (the process's context afterwards), and
+``completion_tokens`` counts every choice's tokens.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from lmos.errors import Errno, SyscallError
 from lmos.kernel.tokenize import check_length, off_loop
 from lmos.syscalls.mem import paged_generate
 from lmos.syscalls.registry import syscall
-from lmos.syscalls.types import MAX_PROMPT_CHARS, GenerateReply, LlmGenerate
+from lmos.syscalls.types import MAX_PROMPT_CHARS, GenerateChoice, GenerateReply, LlmGenerate
 
 if TYPE_CHECKING:
     from lmos.syscalls.table import Ctx
@@ -73,6 +78,19 @@ async def sys_llm_generate(ctx: Ctx, req: LlmGenerate) -> GenerateReply:
         raise SyscallError(Errno.EINVAL, f"token id out of range for a vocabulary of {vocab}")
     stop_ids = frozenset(drv.eos_token_ids if req.stop_token_ids is None else req.stop_token_ids)
     sampling = merge_sampling(drv.default_sampling(), req)
+    if req.n > 1:
+        if req.page:
+            raise SyscallError(Errno.EINVAL, "n > 1 does not apply to a paged context")
+        rs = await ctx.kernel.generate_n(p, ids, n=req.n, reset=req.reset, sampling=sampling,
+                                         max_tokens=req.max_tokens, stop=tuple(req.stop),
+                                         stop_token_ids=stop_ids)
+        choices = [GenerateChoice(text=r.text(), token_ids=list(r.out),
+                                  finish_reason=r.finish_reason or "length", stop=r.stop_hit) for r in rs]
+        c0 = choices[0]
+        return GenerateReply(text=c0.text, token_ids=c0.token_ids, finish_reason=c0.finish_reason,
+                             stop=c0.stop,
+                             prompt_tokens=len(ids), completion_tokens=sum(len(r.out) for r in rs),
+                             context_tokens=drv.length(p.pid) if p.has_seq else 0, choices=choices)
     if req.page:
         if req.reset:
             raise SyscallError(Errno.EINVAL, "reset does not apply to a paged context")

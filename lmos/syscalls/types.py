@@ -156,6 +156,7 @@ class TraceReply(Resp):
 # -- llm ---------------------------------------------------------------------
 # (text, is_data): framing is tokenized with the model's special tokens, data as plain text
 PromptSegment = tuple[Annotated[str, Meta(max_length=1 << 24)], bool]
+MAX_CHOICES = 16  # llm_generate n
 MAX_PROMPT_CHARS = 1 << 24
 
 
@@ -178,6 +179,16 @@ class LlmGenerate(Req):
     page: bool = False
     role: Annotated[str, Meta(min_length=1, max_length=32)] = "user"
     pin: bool = False  # never evict this prompt's pages (a system prompt)
+    # n > 1: the prompt is prefilled once and n choices continue from forks of that context
+    # (sharing its KV copy-on-write); choice i samples with seed + i when a seed is given
+    n: Annotated[int, Meta(ge=1, le=MAX_CHOICES)] = 1
+
+
+class GenerateChoice(Resp):
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    stop: str | None = None
 
 
 class GenerateReply(Resp):
@@ -188,6 +199,8 @@ class GenerateReply(Resp):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     context_tokens: int = 0
+    # with n > 1, every choice (the fields above describe choice 0; completion_tokens counts all)
+    choices: list[GenerateChoice] = []
 
 
 # -- ipc ---------------------------------------------------------------------
