@@ -18,17 +18,13 @@ too.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kutil import kernel
-from test_sandbox_escapes import ATTEMPTS, MARKERS
+from test_sandbox_escapes import ATTEMPTS, MARKERS, planted_secret
 
 import lmos
 from lmos.drivers.scripted import ScriptedDriver
@@ -54,18 +50,8 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 def secret() -> Iterator[tuple[str, str]]:
     """(path, value): a world-readable secret file, and the same value in our environment."""
-    value = "lmos-secret-" + secrets.token_hex(8)
-    folder = tempfile.mkdtemp(prefix="lmos-app-escape-")
-    os.chmod(folder, 0o755)
-    path = Path(folder) / "secret.txt"
-    path.write_text(value)
-    path.chmod(0o644)
-    os.environ[ENV_NAME] = value
-    try:
-        yield str(path), value
-    finally:
-        os.environ.pop(ENV_NAME, None)
-        shutil.rmtree(folder, ignore_errors=True)
+    with planted_secret(ENV_NAME, "lmos-app-escape-") as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

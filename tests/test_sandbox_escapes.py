@@ -13,6 +13,7 @@ attacks, so a sandbox that let one through would fail its test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -70,21 +71,28 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def secret() -> Iterator[tuple[str, str]]:
-    """(path, value): a secret file readable by any uid, and the same value in our environment."""
+@contextlib.contextmanager
+def planted_secret(env_name: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """(path, value): a secret file readable by any uid, and the same value in our environment
+    under ``env_name`` — what an escape would try to reach."""
     value = "lmos-secret-" + secrets.token_hex(8)
-    folder = tempfile.mkdtemp(prefix="lmos-escape-")
+    folder = tempfile.mkdtemp(prefix=prefix)
     os.chmod(folder, 0o755)
     path = Path(folder) / "secret.txt"
     path.write_text(value)
     path.chmod(0o644)
-    os.environ[ENV_NAME] = value
+    os.environ[env_name] = value
     try:
         yield str(path), value
     finally:
-        os.environ.pop(ENV_NAME, None)
+        os.environ.pop(env_name, None)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def secret() -> Iterator[tuple[str, str]]:
+    with planted_secret(ENV_NAME, "lmos-escape-") as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

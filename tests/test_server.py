@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from httputil import sse_events
 
 import lmos
 from lmos.drivers.scripted import ScriptedDriver
@@ -48,18 +49,6 @@ async def _served(driver: Any, token: str | None = None) -> AsyncIterator[Server
 async def srv() -> AsyncIterator[Server]:
     async for s in _served(ScriptedDriver("echo")):
         yield s
-
-
-async def sse_events(resp: httpx.Response) -> list[tuple[str | None, str]]:
-    out: list[tuple[str | None, str]] = []
-    event: str | None = None
-    async for line in resp.aiter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            out.append((event, line[6:]))
-            event = None
-    return out
 
 
 async def test_complete_equals_the_facade(srv: Server) -> None:
