@@ -19,16 +19,29 @@ Figures, per case (``{n}p`` plain, ``{n}p_stream`` with subscribers):
   scheduler's time per step at 1,024 processes over 256; the target is <= 4;
 - ``wakeups_per_token_{n}p_stream``: stream readers woken per token delivered.
 
+The syscall journal (kernel/sysjournal.py, docs/durability.md) costs, with an
+on-disk state directory, journal on against off, side by side (interleaved):
+
+- ``journal_gen``: generation-heavy, 256 processes with one generation each (200 tokens, as
+  in the plain 256-process case);
+- ``journal_sys``: syscall-heavy, 256 processes each making 50 kv and tool
+  calls (25 ``kv_set`` + 25 ``tool_call`` of calc);
+- ``journal_{case}_on_per_s`` / ``_off_per_s``: processes (gen) or syscalls
+  (sys) per wall second; ``journal_{case}_cost``: 1 - on/off (the target is
+  <= 0.15); ``journal_{case}_commits``: group commits in the "on" run.
+
 Progress goes to stderr; the last stdout line is JSON.
 
-    python benchmarks/kernel_overhead.py [--quick] [--tries N]
+    python benchmarks/kernel_overhead.py [--quick] [--tries N] [--journal-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -77,6 +90,62 @@ async def run_one(n: int, tokens: int, subscribe: bool) -> dict[str, float]:
             "wakeups_per_token": wakeups / total}
 
 
+async def run_journal(case: str, journal: bool, n: int = 256, calls: int = 50) -> dict[str, float]:
+    """One journal case on a fresh on-disk state directory: work per wall second, and commits."""
+    d = tempfile.mkdtemp(prefix="lmos-bench-")
+    try:
+        drv = ScriptedDriver("cycle", max_seqs=n, max_tokens=max(8192, 2 * n))
+        async with lmos.Kernel(model=drv, state_dir=d, journal=journal, max_queue=4 * n + 16,
+                               plugins=False) as k:
+            async def gen(sys: object, argv: list[str]) -> None:
+                await sys.llm_generate("go", max_tokens=200)  # type: ignore[attr-defined]
+
+            async def calls_main(sys: object, argv: list[str]) -> None:
+                for i in range(calls // 2):
+                    await sys.kv_set(f"k{argv[0]}", str(i))  # type: ignore[attr-defined]
+                    await sys.tool_call("calc", {"expr": f"{i} * 2"})  # type: ignore[attr-defined]
+
+            t0 = time.perf_counter()
+            if case == "gen":
+                pids = [await k.spawn(gen) for _ in range(n)]
+            else:
+                pids = [await k.spawn(calls_main, [str(i)], caps=["kv", "tool:calc"]) for i in range(n)]
+            for pid in pids:
+                w = await k.wait(pid)
+                if w.exit_status != 0:
+                    raise SystemExit(f"journal_{case}: pid {pid} failed: {w.error}")
+            wall = time.perf_counter() - t0
+            assert k.core is not None
+            sj = k.core.sysjournal
+            if journal and sj is None:
+                raise SystemExit("journal=true gave no syscall journal")
+            commits = float(sj.commits) if sj is not None else 0.0
+        work = n if case == "gen" else n * calls
+        return {"per_s": work / wall, "commits": commits}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def journal_cases(tries: int, out: dict[str, Any]) -> None:
+    for case in ("gen", "sys"):
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        commits = 0.0
+        for _ in range(tries):
+            for on in (False, True):  # interleaved: load drifts hit both alike
+                r = await run_journal(case, on)
+                runs[on].append(r["per_s"])
+                commits = max(commits, r["commits"])
+        off, on_ = max(runs[False]), max(runs[True])
+        unit = "processes" if case == "gen" else "syscalls"
+        out[f"journal_{case}_off_per_s"] = round(off, 1)
+        out[f"journal_{case}_on_per_s"] = round(on_, 1)
+        out[f"journal_{case}_cost"] = round(1 - on_ / off, 3)
+        out[f"journal_{case}_commits"] = commits
+        out[f"meets_journal_{case}"] = bool(1 - on_ / off <= 0.15)
+        print(f"journal {case}: off {off:.0f} {unit}/s, on {on_:.0f} {unit}/s, cost "
+              f"{100 * (1 - on_ / off):.1f}% ({commits:.0f} group commits)", file=sys.stderr)
+
+
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     """Best of the tries: the highest throughputs, the lowest times."""
     out = {k: max(r[k] for r in runs) for k in ("tok_s", "cpu_tok_s")}
@@ -86,8 +155,11 @@ def best(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-async def main(quick: bool, tries: int) -> dict[str, object]:
+async def main(quick: bool, tries: int, journal_only: bool = False) -> dict[str, object]:
     out: dict[str, Any] = {"bench": "kernel_overhead", "tries": tries}
+    await journal_cases(tries, out)
+    if journal_only:
+        return out
     for n in SIZES:
         tokens = max(20, (4000 if quick else 20000) // n) if n < 256 else (50 if quick else 200)
         runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
@@ -127,6 +199,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer tokens per process")
     ap.add_argument("--tries", type=int, default=5, help="interleaved runs of each case (best is kept)")
+    ap.add_argument("--journal-only", action="store_true", help="only the syscall journal cases")
     args = ap.parse_args()
-    result = anyio.run(main, args.quick, max(1, args.tries))
+    result = anyio.run(main, args.quick, max(1, args.tries), args.journal_only)
     print(json.dumps(result))

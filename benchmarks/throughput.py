@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 PEERS = ("lmos", "lmos_driver", "bare", "padded")  # besides the sequential reference
-LMOS_PEERS = ("lmos", "lmos_driver")
+LMOS_PEERS = ["lmos", "lmos_driver"]  # --base adds "lmos@base", "lmos_driver@base"
+BASE_SUFFIX = "@base"  # a peer run on the lmos source tree given by --base (before/after figures)
 VOCAB = {"tiny": 256, "small": 4096, "large": 32000}
 BLOCK = 16  # the lmos peers' KV block size: the prefix cache's unit
 CHILD = Path(__file__).with_name("throughput_peers.py")
@@ -94,11 +95,17 @@ def workload(args: argparse.Namespace) -> tuple[list[int], list[tuple[list[list[
     return system, rounds
 
 
-def run_child(job: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
-    """One peer in a new interpreter; its JSON answer.  Raises on a crash or a timeout."""
+def run_child(job: dict[str, Any], threads: int, timeout: float, base: str = "") -> dict[str, Any]:
+    """One peer in a new interpreter; its JSON answer.  Raises on a crash or a timeout.
+
+    A peer named ``NAME@base`` runs ``NAME`` with the lmos package of the tree ``base`` first on
+    the path (an older checkout: before/after figures in one interleaved run)."""
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    if job["peer"].endswith(BASE_SUFFIX):
+        job = {**job, "peer": job["peer"].removesuffix(BASE_SUFFIX)}
+        env["PYTHONPATH"] = base + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, str(CHILD)], input=json.dumps(job), capture_output=True,
                           text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
@@ -133,7 +140,7 @@ def run_rounds(args: argparse.Namespace,
                    "corrupt": peer == args.corrupt}
             try:
                 res = run_child(job, args.threads, args.generate_batch_limit if peer == "generate_batch"
-                                else args.timeout)
+                                else args.timeout, args.base)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 if peer != "generate_batch":
                     raise BenchError(2, f"{type(exc).__name__}: {exc}"[:2000]) from None
@@ -172,7 +179,7 @@ def figures(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> 
             hit = sum(r["prefix_hit_tokens"] for r in rs) / sum(r["prompt_tokens"] for r in rs)
             fig[f"{p}_prefix_hit_rate"] = round(hit, 4)
     for a in LMOS_PEERS:
-        for b in ("bare", "padded", "sequential", "generate_batch", "lmos_driver"):
+        for b in ("bare", "padded", "sequential", "generate_batch", "lmos_driver", a + BASE_SUFFIX):
             if a != b and a in rates and b in rates:
                 fig[f"ratio_{a}_vs_{b}"] = round(max(rates[a]) / max(rates[b]), 3)
                 paired = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
@@ -201,6 +208,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds any other peer's process may take")
     ap.add_argument("--skip-memory", action="store_true", help="no KV memory figures")
     ap.add_argument("--quick", action="store_true", help="8 new tokens, one round, small memory figures")
+    ap.add_argument("--base", default="",
+                    help="an older lmos source tree: adds its lmos peers as NAME@base (before/after)")
     ap.add_argument("--corrupt", default="", help="perturb one output token of this peer (tests the check)")
     args = ap.parse_args()
     if args.quick:
@@ -208,7 +217,10 @@ def main() -> int:
     if args.mode == "shared" and (args.system_tokens < BLOCK or args.system_tokens % BLOCK):
         ap.error(f"--system-tokens must be a positive multiple of {BLOCK} (whole KV blocks)")
     peers = [p for p in args.peers.split(",") if p and p != "sequential"]
-    unknown = set(peers) - set(PEERS)
+    if args.base:
+        peers += [p + BASE_SUFFIX for p in peers if p in LMOS_PEERS]
+        LMOS_PEERS.extend([p + BASE_SUFFIX for p in LMOS_PEERS])
+    unknown = {p.removesuffix(BASE_SUFFIX) for p in peers} - set(PEERS)
     if unknown:
         ap.error(f"unknown peers {sorted(unknown)} (known: {', '.join(PEERS)})")
     if args.generate_batch:

@@ -56,10 +56,18 @@ def build_model(size: str, device: Any) -> Any:
 
 
 def new_driver(model: Any) -> Any:
+    import inspect
+
+    import torch
+
     from lmos.drivers.hf import HFDriver
 
+    # every limit fixed, threads too: the peers must run with the same thread count (no auto-tuning;
+    # an older lmos, run with --base, has no threads argument)
+    has_threads = "threads" in inspect.signature(HFDriver).parameters
+    fixed = {"threads": torch.get_num_threads()} if has_threads else {}
     return HFDriver(copy.deepcopy(model), block_size=16, kv_memory="128MiB", max_seqs=64,
-                    max_tokens_per_step=2048)
+                    max_tokens_per_step=2048, **fixed)
 
 
 # ------------------------------------------------------------------ peers

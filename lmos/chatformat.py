@@ -17,6 +17,12 @@ chat template, the evaluators (``lmos.train``) and the agent loop
 drift apart.  It sits at the bottom of the import graph beside ``lmos.errors``
 and imports nothing heavy, so any layer may use it.
 
+A turn may hold several calls (``<|call|>{json}<|call|>{json}<|end|>``); their
+results come back as that many ``<|tool|>`` turns, in call order.  The tools a
+caller allows are *declared* in the system turn, one signature line each
+(:mod:`lmos.chattools`; ``tools=`` on :func:`render` and friends), in the same
+form for lmos's own tools and a client's OpenAI-style functions.
+
 Calls of chat-template models (Qwen2/Hermes ``<tool_call>{json}</tool_call>``)
 are parsed here too (:func:`parse_template_call`), with the same validation and
 error messages as lmos calls.
@@ -40,6 +46,10 @@ import json
 import re
 from typing import Any
 
+# Tool declarations live in lmos.chattools; they are re-exported here, the format's one entry point.
+from lmos.chattools import tool_block as tool_block
+from lmos.chattools import tool_names as tool_names
+from lmos.chattools import validate_tools as validate_tools
 from lmos.errors import Errno, SyscallError
 
 SYSTEM = "<|system|>"
@@ -67,13 +77,46 @@ class MalformedCall(ValueError):
 
 # The Jinja template shipped in tokenizer_config.json.  It produces exactly what
 # :func:`render` produces (a test checks this), so ``apply_chat_template`` and the
-# training data agree token for token.
+# training data agree token for token.  Given ``tools`` (valid declarations, either
+# shape, arguments of calls as dicts) it builds :func:`lmos.chattools.tool_block`
+# and appends it to the first system message, or to a default one it prepends.
+# Dict fields are read with ``x['k']``, never ``x.k``: Jinja tries attributes first,
+# and an argument named ``items`` or ``keys`` would find the dict's method.
 CHAT_TEMPLATE = (
+    "{%- set ns = namespace(block='', sys=-1) -%}"
+    "{%- if tools -%}"
+    "{%- set ns.block = 'Tools:' -%}"
+    "{%- for t in tools -%}"
+    "{%- set f = t['function'] if 'function' in t else t -%}"
+    "{%- set ps = f['parameters'] if 'parameters' in f and f['parameters'] else {} -%}"
+    "{%- set props = ps['properties'] if 'properties' in ps and ps['properties'] else {} -%}"
+    "{%- set req = ps['required'] if 'required' in ps and ps['required'] else [] -%}"
+    "{%- set a = namespace(s='') -%}"
+    "{%- for k in props -%}"
+    "{%- set s = props[k] -%}"
+    "{%- set ty = (s['enum'] | map('tojson') | join('|')) if 'enum' in s else s['type'] -%}"
+    "{%- set a.s = a.s + (', ' if a.s else '') + k + ('' if k in req else '?') + ': ' + ty -%}"
+    "{%- endfor -%}"
+    "{%- set d = (((f['description'] if 'description' in f else '') or '').split('\\n')[0] | trim)[:120] -%}"
+    "{%- set ns.block = ns.block + '\\n' + f['name'] + '(' + a.s + ')' + ((' - ' + d) if d else '') -%}"
+    "{%- endfor -%}"
     "{%- for m in messages -%}"
-    "{%- if m['role'] == 'assistant' and m.get('tool_calls') -%}"
-    "{%- set c = m['tool_calls'][0] -%}"
-    "{%- set f = c['function'] if c.get('function') else c -%}"
-    "{{- '<|assistant|><|call|>' + ({'tool': f['name'], 'args': f['arguments']} | tojson) + '<|end|>\\n' -}}"
+    "{%- if m['role'] == 'system' and ns.sys < 0 -%}{%- set ns.sys = loop.index0 -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if ns.sys < 0 -%}"
+    "{{- '<|system|>' + '" + DEFAULT_SYSTEM_PROMPT + "' + '\\n' + ns.block + '<|end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endif -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'assistant' and m['tool_calls'] is defined and m['tool_calls'] -%}"
+    "{{- '<|assistant|>' -}}"
+    "{%- for c in m['tool_calls'] -%}"
+    "{%- set f = c['function'] if 'function' in c and c['function'] else c -%}"
+    "{{- '<|call|>' + ({'tool': f['name'], 'args': f['arguments']} | tojson) -}}"
+    "{%- endfor -%}"
+    "{{- '<|end|>\\n' -}}"
+    "{%- elif ns.block and loop.index0 == ns.sys -%}"
+    "{{- '<|system|>' + (m['content'] or '') + '\\n' + ns.block + '<|end|>\\n' -}}"
     "{%- else -%}"
     "{{- '<|' + m['role'] + '|>' + (m['content'] or '') + '<|end|>\\n' -}}"
     "{%- endif -%}"
@@ -82,19 +125,33 @@ CHAT_TEMPLATE = (
 )
 
 
-def call_of(message: Message) -> tuple[str, dict[str, Any]] | None:
-    """The (tool, args) an assistant message carries, or None for a plain answer.
+def calls_of(message: Message) -> list[tuple[str, dict[str, Any]]]:
+    """The (tool, args) pairs an assistant message carries, in order; [] for a plain answer.
 
     Accepts the flat ``{"name", "arguments"}`` shape and the OpenAI/transformers
     ``{"type": "function", "function": {...}}`` shape, since both are common in
-    chat data people bring to fine-tune on.
+    chat data people bring to fine-tune on.  Arguments given as a JSON string
+    (OpenAI's wire form) are decoded.
     """
-    calls = message.get("tool_calls") or []
-    if not calls:
-        return None
-    call = calls[0]
-    fn = call.get("function") or call
-    return str(fn["name"]), dict(fn.get("arguments") or {})
+    out: list[tuple[str, dict[str, Any]]] = []
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or call
+        args, what = fn.get("arguments") or {}, f"arguments of call {fn.get('name')!r}"
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                raise SyscallError(Errno.EINVAL, f"{what} are not JSON") from None
+        if not isinstance(args, dict):
+            raise SyscallError(Errno.EINVAL, f"{what} must be an object")
+        out.append((str(fn["name"]), dict(args)))
+    return out
+
+
+def call_of(message: Message) -> tuple[str, dict[str, Any]] | None:
+    """The first (tool, args) an assistant message carries, or None for a plain answer."""
+    calls = calls_of(message)
+    return calls[0] if calls else None
 
 
 def call_text(tool: str, args: dict[str, Any]) -> str:
@@ -103,23 +160,47 @@ def call_text(tool: str, args: dict[str, Any]) -> str:
 
 
 def assistant_text(message: Message) -> str:
-    """What the model itself writes for an assistant message (without the closing ``<|end|>``)."""
-    call = call_of(message)
-    if call is not None:
-        return call_text(*call)
+    """What the model itself writes for an assistant message (without the closing ``<|end|>``).
+
+    N tool calls are N ``<|call|>{json}`` pieces back to back (parallel calls).
+    """
+    calls = calls_of(message)
+    if calls:
+        return "".join(call_text(*call) for call in calls)
     return str(message.get("content") or "")
 
 
-def segments(messages: list[Message]) -> list[tuple[str, bool]]:
+def with_tools(messages: list[Message], tools: list[Any] | None) -> list[Message]:
+    """``messages`` with the declaration block of ``tools`` in the system turn.
+
+    The block (:func:`lmos.chattools.tool_block`) is appended after ``"\n"`` to
+    the first system message's content; a system message with
+    :data:`DEFAULT_SYSTEM_PROMPT` is prepended when there is none.  No tools (None
+    or []) returns ``messages`` unchanged, so old renderings stay byte-identical.
+    Invalid declarations raise EINVAL naming the field.
+    """
+    if not tools:
+        return messages
+    block = tool_block(tools)
+    out = list(messages)
+    for i, m in enumerate(out):
+        if m.get("role", "user") == "system":
+            out[i] = {**m, "content": str(m.get("content") or "") + "\n" + block}
+            return out
+    return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT + "\n" + block}, *out]
+
+
+def segments(messages: list[Message], tools: list[Any] | None = None) -> list[tuple[str, bool]]:
     """Split a conversation into (text, trained) pieces for the loss mask.
 
     The trained pieces are exactly what the model must generate: an assistant
     turn's text and its closing ``<|end|>``.  Each piece starts at a special
     token or right after one, so tokenizing the pieces one by one gives the same
-    ids as tokenizing the whole rendering.
+    ids as tokenizing the whole rendering.  ``tools`` declares tools (see
+    :func:`with_tools`).
     """
     out: list[tuple[str, bool]] = []
-    for m in messages:
+    for m in with_tools(messages, tools):
         role = m.get("role", "user")
         if role not in ROLE_MARKERS:
             raise SyscallError(Errno.EINVAL, f"unknown chat role {role!r}")
@@ -132,25 +213,33 @@ def segments(messages: list[Message]) -> list[tuple[str, bool]]:
     return out
 
 
-def render(messages: list[Message], add_generation_prompt: bool = False) -> str:
-    """The whole conversation as text, identical to the tokenizer's chat template."""
-    text = "".join(piece for piece, _ in segments(messages))
+def render(messages: list[Message], add_generation_prompt: bool = False,
+           tools: list[Any] | None = None) -> str:
+    """The whole conversation as text, identical to the tokenizer's chat template (with ``tools`` too)."""
+    text = "".join(piece for piece, _ in segments(messages, tools))
     return text + (ASSISTANT if add_generation_prompt else "")
 
 
-def parse_call(text: str) -> tuple[str, dict[str, Any]] | None:
-    """Parse a generated assistant turn; return (tool, args) if it is a well-formed call.
+def parse_calls(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Parse a generated assistant turn into its (tool, args) calls, in order; [] for a plain answer.
 
-    Returns None for a plain answer; raises :class:`MalformedCall` (a ValueError)
-    for text that starts like a call but is not valid JSON of the right shape, so
-    callers can report it (the agent loop shows the message to the model).
+    A turn that starts with ``<|call|>`` is one or more ``<|call|>{json}``
+    pieces (parallel calls).  Raises :class:`MalformedCall` (a ValueError) if any
+    piece is not valid JSON of the right shape, so callers can report it (the
+    agent loop shows the message to the model).
     """
     text = text.strip()
     if text.endswith(END):
         text = text[: -len(END)]
     if not text.startswith(CALL):
-        return None
-    return call_json(text[len(CALL) :], "tool", "args")
+        return []
+    return [call_json(piece, "tool", "args") for piece in text[len(CALL) :].split(CALL)]
+
+
+def parse_call(text: str) -> tuple[str, dict[str, Any]] | None:
+    """The first call of a generated assistant turn (see :func:`parse_calls`), or None for an answer."""
+    calls = parse_calls(text)
+    return calls[0] if calls else None
 
 
 def parse_template_call(text: str) -> tuple[str, dict[str, Any]] | None:
@@ -192,25 +281,35 @@ def answer_text(text: str) -> str:
 
 def call_message(tool: str, args: dict[str, Any]) -> Message:
     """An assistant message carrying one tool call, in the flat JSONL shape."""
-    return {"role": "assistant", "content": "", "tool_calls": [{"name": tool, "arguments": args}]}
+    return calls_message([(tool, args)])
 
 
-def render_segments(messages: list[Message], add_generation_prompt: bool = False) -> list[Segment]:
+def calls_message(calls: list[tuple[str, dict[str, Any]]]) -> Message:
+    """An assistant message carrying several tool calls at once (parallel calls), flat JSONL shape."""
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"name": tool, "arguments": args} for tool, args in calls]}
+
+
+def render_segments(messages: list[Message], add_generation_prompt: bool = False,
+                    tools: list[Any] | None = None) -> list[Segment]:
     """:func:`render` as segments: the markers are framing, every message's text is data.
 
     Joined, the texts are exactly :func:`render`'s output, so a tokenizer that
     finds no special-token strings in the data gives the same ids either way.
+    The tool declaration block is part of the system turn's text, so it is data
+    too: a description holding ``<|end|>`` cannot close the turn.
     """
     out: list[Segment] = []
-    for m in messages:
+    for m in with_tools(messages, tools):
         role = m.get("role", "user")
         if role not in ROLE_MARKERS:
             raise SyscallError(Errno.EINVAL, f"unknown chat role {role!r}")
         out.append((ROLE_MARKERS[role], False))
-        call = call_of(m) if role == "assistant" else None
-        if call is not None:
-            out.append((CALL, False))
-            out.append((call_text(*call)[len(CALL):], True))
+        calls = calls_of(m) if role == "assistant" else []
+        if calls:
+            for call in calls:
+                out.append((CALL, False))
+                out.append((call_text(*call)[len(CALL):], True))
         else:
             out.append((str(m.get("content") or ""), True))
         out.append((END + "\n", False))

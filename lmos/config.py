@@ -76,6 +76,32 @@ class SandboxConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("sandbox.workers_per_uid and sandbox.workers_total must be at least 1")
 
 
+class RemoteModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A model behind an OpenAI-compatible server (a ``[models.NAME]`` table; lmos/drivers/remote.py).
+
+    ``lmos.Kernel(model="NAME")`` (or ``--model NAME``) loads it.  The API key is read from
+    the environment variable ``api_key_env`` names, never from the file.  ``tokenizer``:
+    a local model directory or "builtin" whose tokenizer is the server model's; with it,
+    prompts go as token ids to ``/v1/completions`` (if the server accepts them), without
+    it the process's messages go to ``/v1/chat/completions``.  ``context_window`` 0 =
+    what the server's ``/v1/models`` reports (``max_model_len``), else 4096.
+    """
+
+    url: str  # the API base, e.g. "http://127.0.0.1:8000/v1"
+    model: str  # the model name the server serves
+    api_key_env: str = "LMOS_REMOTE_API_KEY"
+    max_in_flight: int = 8  # requests running on the server at once; the kernel queues the rest
+    timeout: float = 60.0  # seconds without a byte from the server before a request is retried
+    retries: int = 3  # retries of a timeout, 5xx or lost connection before the syscall fails with EIO
+    context_window: int = 0
+    tokenizer: str = ""
+    api: Literal["auto", "completions", "chat"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1 or self.retries < 0 or not self.timeout > 0 or self.context_window < 0:
+            raise ValueError("models: max_in_flight >= 1, retries >= 0, timeout > 0, context_window >= 0")
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every tunable of a kernel instance."""
 
@@ -102,8 +128,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dtype: str = "auto"  # "auto" = fp32 on CPU, the checkpoint's dtype on CUDA
     block_size: int = 16
     kv_memory: str = "0.5"  # bytes ("512MiB") or a fraction of free device memory
-    max_seqs: int = 64
-    max_tokens_per_step: int = 2048
+    # 0 = sized at start from a short measured probe of the model (lmos/drivers/autotune.py)
+    max_seqs: int = 0
+    max_tokens_per_step: int = 0
+    threads: int = 0  # torch CPU threads; 0 = torch's default (the physical cores)
     kv_policy: KVPolicy = "adaptive"
     # a CPU step predicted shorter than this runs on the event-loop thread (faster: one OpenMP team),
     # longer ones in a worker thread so the loop stays responsive; 0 = always a worker thread
@@ -113,10 +141,23 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # context memory: keep an ended process's pages in the store (for replay; they count against its
     # owner's store quota) rather than delete them when it ends (kernel/memmanager.py)
     keep_ended_pages: bool = False
+    # the syscall journal (kernel/sysjournal.py, docs/durability.md): every completed syscall of a
+    # process, durable before the program sees its result; None = on when the state dir is on disk
+    journal: bool | None = None
+    journal_keep_seconds: float = 7 * 86400.0  # a reaped process's journal is kept this long (0: not)
     # identity of front ends (TOML table [users])
     users: Users = msgspec.field(default_factory=Users)
     # the sandbox for untrusted code (TOML table [sandbox])
     sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
+    # models behind OpenAI-compatible servers, by name (TOML tables [models.NAME])
+    models: dict[str, RemoteModel] = msgspec.field(default_factory=dict)
+    # the cluster driver (lmos/drivers/ray*.py; lmos serve --cluster): "" = none; "ray://HOST:PORT" (Ray
+    # Client), "HOST:PORT" (a GCS address), "auto" (the cluster of this machine, else a local one) or
+    # "local": the model runs as replicas on Ray actors, one step-level driver over them
+    cluster: str = ""
+    cluster_replicas: int = 0  # 0 = one per alive node (two on a single machine)
+    cluster_replica_cpus: float = 1.0  # CPUs each replica actor reserves (and a GPU, if the cluster has them)
+    cluster_placement: Literal["affinity", "random", "least"] = "affinity"
 
 
 def default_home() -> Path:
@@ -157,6 +198,8 @@ def load_config(
                 merged["users"] = doc["users"]
             if "sandbox" in doc:
                 merged["sandbox"] = doc["sandbox"]
+            if "models" in doc:
+                merged["models"] = doc["models"]
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SyscallError(Errno.EINVAL, f"config file {file}: {exc}") from None
     merged.update(_from_env(env))

@@ -42,6 +42,8 @@ class Errno(enum.IntEnum):
     EDQUOT = 122  # quota exceeded (tokens, children, wall time)
     ECANCELED = 125  # operation cancelled (user declined a confirmation)
     ETIMEDOUT = 110  # timed out
+    EINPROGRESS = 115  # an effect was in flight when the kernel stopped: whether it happened is unknown
+    ENOTRECOVERABLE = 131  # a recovered program did not replay its journal (docs/durability.md)
 
 
 class SyscallError(Exception):

@@ -39,6 +39,7 @@ from lmos.kernel.process import Signal
 from lmos.syscalls import confirm as _confirm
 from lmos.syscalls import tool as _tool
 from lmos.syscalls.client import Sys
+from lmos.syscalls.recovery import recover
 from lmos.syscalls.table import AppSpec, ProgramRegistry, Syscalls
 from lmos.syscalls.types import ProcInfo, Usage, WaitReply
 from lmos.system_boot import ModelArg, _open_app_store, _register_userland, load_driver
@@ -100,6 +101,7 @@ class Kernel:
         self._tg: TaskGroup | None = None
         self._seq = itertools.count(1)
         self.core: KernelCore | None = None
+        self.recovered: list[dict[str, Any]] = []  # what became of the previous run's unfinished processes
         self.sys: Syscalls | None = None
         self.programs = ProgramRegistry()
         self.programs.register(AppSpec("llm.complete", _complete_main, frozenset({"llm"}),
@@ -117,7 +119,9 @@ class Kernel:
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Kernel:
         state_dir = self.config.state_dir or str(default_home())
-        journal = Journal.open(state_dir)
+        # a kernel with no model (the storage commands: lmos replay, lmos audit ...) may read a read-only
+        # state directory; one that runs programs must write it (EROFS at start)
+        journal = Journal.open(state_dir, read_only_ok=self._model is False)
         _sandbox.configure(self.config.sandbox)  # [sandbox]: weak isolation allowed? worker caps
         try:
             uid = resolve_host_uid(self.config, as_root=self.as_root)
@@ -142,6 +146,9 @@ class Kernel:
         core.attach(tg)
         if driver is not None:
             core.add_driver(self._model_name, driver)
+            # the processes a crashed kernel left unfinished go on (docs/durability.md); a kernel with
+            # no model (a front end's storage command) leaves them for the next real one
+            self.recovered = await recover(self.sys)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -23,22 +23,34 @@ ModelArg = Driver | str | os.PathLike[str] | None
 
 
 def load_driver(model: ModelArg, config: Config) -> Driver:
-    """A Driver from a Driver, a local model directory, or None (the built-in model)."""
+    """A Driver from a Driver, a local model directory, None (the built-in model), or a model
+    behind an OpenAI-compatible server: ``openai+http(s)://host:port/v1#name`` or the name of a
+    ``[models.NAME]`` table (:mod:`lmos.drivers.remote`).  With the ``cluster`` setting the model
+    runs as replicas on a Ray cluster (:mod:`lmos.drivers.ray_cluster`)."""
     if model is not None and not isinstance(model, str | os.PathLike):
         return model
+    if isinstance(model, str) and (model.startswith("openai+") or model in config.models):
+        from lmos.drivers.remote import load_remote
+
+        return load_remote(model, config)
     if model is None:
         from lmos.models import builtin_model_path
 
         path = Path(builtin_model_path())
     else:
         path = Path(model).expanduser()
+    if config.cluster:  # replicas on a Ray cluster load the model directory on their own nodes
+        from lmos.drivers.ray_cluster import load_from_config
+
+        return load_from_config(str(path), config)
     if not path.is_dir():
         raise SyscallError(Errno.ENOENT, f"no model directory at {path}")
     from lmos.drivers.hf import HFDriver
 
     return HFDriver.from_pretrained(str(path), device=config.device, dtype=config.dtype,
                                     block_size=config.block_size, kv_memory=config.kv_memory,
-                                    max_seqs=config.max_seqs, max_tokens_per_step=config.max_tokens_per_step)
+                                    max_seqs=config.max_seqs, max_tokens_per_step=config.max_tokens_per_step,
+                                    threads=config.threads)
 
 
 def _open_app_store(sys: Syscalls) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -52,3 +56,22 @@ async def sse_events(resp: httpx.Response) -> list[tuple[str | None, str]]:
 def err(r: httpx.Response) -> tuple[int, str]:
     """(status, errno) of a JSON error reply."""
     return r.status_code, r.json()["error"]["errno"]
+
+
+def serve_cmd(model: str, state_dir: Path) -> list[str]:
+    """The `lmos serve` command line of a test server on a free loopback port."""
+    return [sys.executable, "-m", "lmos.cli", "serve", "--model", model, "--port", "0",
+            "--state-dir", str(state_dir)]
+
+
+def start_serve(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    """Start `lmos serve` as a subprocess; return it and the port it printed it listens on.
+    The caller kills it (in a ``finally``)."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    m = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
+    if m is None:
+        proc.kill()
+        raise AssertionError(f"lmos serve did not start: {line!r}")
+    return proc, int(m.group(1))

@@ -76,8 +76,9 @@ async def test_tool_call_blocks_then_result_is_appended_then_answer() -> None:
         assert r.usage.completion_tokens > 0
         # the context only grew: the second window extends the first (KV prefix kept)
         assert len(windows) == 2 and windows[1].startswith(windows[0])
-        assert windows[0].startswith(
-            "<|system|>You are lmos, a helpful assistant with tools.<|end|>\n<|user|>"
+        assert windows[0].startswith(  # the allowed tool is declared in the system turn
+            "<|system|>You are lmos, a helpful assistant with tools.\nTools:\nslowcalc(expr: string) - calc, "
+            "slowly<|end|>\n<|user|>"
         )
         assert windows[1].endswith("<|tool|>84<|end|>\n<|assistant|>")
 
@@ -88,8 +89,8 @@ async def test_malformed_and_denied_calls_become_observations() -> None:
         if result is None:
             return '<|call|>{"tool": "calc", "args": {'
         if result.startswith("error: malformed"):
-            return call("clock")  # not granted: denied
-        if "capability" in result:
+            return call("clock")  # not declared (nor granted): refused without a tool_call
+        if "declared tools" in result:
             return call("calc", expr="2+3")
         return f"done: {result}"
 
@@ -98,7 +99,7 @@ async def test_malformed_and_denied_calls_become_observations() -> None:
         assert r.text == "done: 5" and r.finish_reason == "answer"
         assert [c["ok"] for c in r.calls] == [False, False, True]
         assert r.calls[0]["result"].startswith("error: malformed tool call (invalid JSON")
-        assert r.calls[1]["result"] == "error: tool_call needs capability 'tool:clock'"
+        assert r.calls[1]["result"] == "error: unknown tool 'clock'; the declared tools are: calc"
 
 
 async def test_step_limit() -> None:

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from kutil import kernel
-from test_agent import calc_model
+from test_agent import calc_model, call, last_tool_result
 
 import lmos
 from lmos.drivers.scripted import ScriptedDriver
 from lmos.errors import Errno
 from lmos.models import builtin_model_path
+from lmos.taskprompts import SUPPORT_HANDOFF, SUPPORT_SYSTEM, TEAM_COMBINE_SYSTEM, TEAM_PLAN_SYSTEM
 from lmos.userland.apps import HERE, builtin_apps
 
 CODE_APPS = ["recommend", "sentiment-monitor", "support", "team", "team-worker"]
@@ -69,28 +70,33 @@ def test_shipped_apps_are_sandboxed_code_apps() -> None:
 
 async def test_support_answers_from_the_faq() -> None:
     def model(window: str) -> str:
-        passages = window.split("FAQ passages:\n", 1)[1].split("<|end|>", 1)[0]
-        first = passages.splitlines()[0].split(": ", 1)[1]
-        return first.split("? ", 1)[1] if "? " in first else "I will pass this to a human."
+        system = window.split("<|system|>", 1)[1].split("<|end|>", 1)[0]
+        assert system.startswith(SUPPORT_SYSTEM + "\n[1] ") and "<|user|>" in window
+        first = system.split("[1] ", 1)[1].split("\n", 1)[0]
+        return first.split("? ", 1)[1] if "? " in first else SUPPORT_HANDOFF
 
     async with kernel(ScriptedDriver(model)) as k:
         w = await k.wait(await k.spawn("support", ["how long until my refund?"]))
         assert w.errno == Errno.ENOENT and "/support/faq.md" in (w.error or "")  # no FAQ yet
         assert (w.error or "").startswith("ENOENT: support: ")  # the app, the errno and the reason
+        assert "write /support/faq.md <<EOF" in (w.error or "") and "\n" not in (w.error or "")
         w = await k.wait(await k.spawn("support", []))
         assert w.errno == Errno.EINVAL and "ask a question" in (w.error or "")
         await k.syscall("fs_write", path="/support/faq.md", data=FAQ)
         r = await run(k, "support", ["how long until my refunds arrive?"])
-        assert r["text"] == "Refunds take 5 business days."
+        assert r["text"] == "Refunds take 5 business days." and r["handoff"] is False
         r = await run(k, "support", ["can I reset my password"])
         assert r["text"] == 'Use the "forgot password" link on the login page.'
         assert "forgot password" in r["sources"] and r["finish_reason"] == "answer"
+        r = await run(k, "support", ["zebra?"])  # nothing in the FAQ: handed off without the model
+        assert r["text"] == SUPPORT_HANDOFF and r["handoff"] is True and r["steps"] == 0
         # It reached the kernel only through syscalls, made as its own process.
         pid = await k.spawn("support", ["do you ship abroad?"])
         await k.wait(pid)
         names = [e.name for e in (await k.syscall("trace", pid=pid)).entries]
         assert names[0] == "getpid"  # a code app first learns its uid (its worker takes a slot of that uid)
-        assert names[1] == "fs_stat" and "tool_call" in names and "llm_generate" in names
+        assert names[1] == "time"  # then its clock and random seed (deterministic on replay)
+        assert names[2] == "fs_stat" and "tool_call" in names and "llm_generate" in names
 
 
 def classify(window: str) -> str:
@@ -234,10 +240,15 @@ def bm25_reference(catalogue: str, profile: str) -> list[dict[str, Any]]:
 
 async def test_team_spawns_workers_and_gathers_over_ipc() -> None:
     def model(window: str) -> str:
-        if "You are a planner" in window:
+        if TEAM_PLAN_SYSTEM in window:
             return "1. what is 2 + 3?\n2. what is 4 * 5?"
-        if "Combine the results" in window:
-            return "Combined: " + "; ".join(re.findall(r"- (what is .*?: The answer is \d+\.)", window))
+        if TEAM_COMBINE_SYSTEM in window:  # the combiner has calc declared, and adds the workers' numbers up
+            assert "\nTools:\ncalc(expr: string)" in window
+            result = last_tool_result(window)
+            if result is not None:
+                return f"Together: {result}."
+            found = re.findall(r"\[\d\] what is .*?: The answer is (\d+)\.", window)
+            return call("calc", expr=" + ".join(found))
         return calc_model(window)
 
     async with kernel(ScriptedDriver(model)) as k:
@@ -247,8 +258,30 @@ async def test_team_spawns_workers_and_gathers_over_ipc() -> None:
             "The answer is 5.",
             "The answer is 20.",
         ]
-        assert r["text"] == "Combined: what is 2 + 3?: The answer is 5.; what is 4 * 5?: The answer is 20."
+        assert r["text"] == "Together: 25." and r["calls"][0]["args"] == {"expr": "5 + 20"}
         assert await k.ps() == []  # every worker was reaped
+
+
+async def test_apps_say_what_files_they_need_and_how_to_create_them() -> None:
+    """``--help`` names the files; a missing file is one line with the lmosh command that creates it."""
+    async with kernel(ScriptedDriver("unused")) as k:
+        for app, needs in [("support", "/support/faq.md"), ("recommend", "/recommend/catalogue.jsonl"),
+                           ("sentiment-monitor", "--file PATH"), ("team", "Needs no files")]:
+            pid = await k.spawn(app, ["--help"])
+            text = "".join([ev.text async for ev in k.stream(pid) if ev.kind == "output"])
+            w = await k.wait(pid)
+            assert w.exit_status == 0 and w.result is None, w.error
+            assert text.startswith(f"usage: {app}") and needs in text, text
+        for app, argv, line in [
+            ("recommend", ["hiking"], "no catalogue at /recommend/catalogue.jsonl \u2014 create it: "
+                                      "write /recommend/catalogue.jsonl <<EOF"),
+            ("sentiment-monitor", ["--file", "/news/today.txt"],
+             "no headline file at /news/today.txt \u2014 create it: write /news/today.txt <<EOF"),
+            ("sentiment-monitor", [], "no headlines: give them as arguments, --file PATH or --chan NAME"),
+        ]:
+            w = await k.wait(await k.spawn(app, argv))
+            assert w.error is not None and w.error.startswith(f"{Errno(w.errno).name}: {app}: "), w.error
+            assert line in w.error and "\n" not in w.error, w.error
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

@@ -28,11 +28,25 @@ def loaded() -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def _reply(model: Any, tokenizer: Any, messages: list[dict[str, Any]]) -> str:
+def _v2() -> bool:
+    """Whether the shipped model is the v2 one (trained with tool declarations, lmos.train.corpus_v2)."""
+    from lmos.train.config import load_config
+
+    return load_config(builtin_model_path() / "train.toml").data.corpus == "v2"
+
+
+def _tools() -> list[dict[str, Any]] | None:
+    """What the agent declares for calc, kv and clock (v2); the v1 model knows no declarations."""
+    from lmos.train.bench_v2 import standard_tools
+
+    return standard_tools() if _v2() else None
+
+
+def _reply(model: Any, tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None) -> str:
     import torch
 
     ids = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        messages, tools=tools, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=64, do_sample=False)
@@ -73,16 +87,32 @@ def test_calc_question_gets_a_correct_call_and_answer(loaded: tuple[Any, Any]) -
         {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
         {"role": "user", "content": "what is 12 * 7?"},
     ]
-    call = parse_call(_reply(model, tokenizer, messages))
+    call = parse_call(_reply(model, tokenizer, messages, _tools()))
     assert call == ("calc", {"expr": "12 * 7"})
     result = ToolBox().run(*call)
     assert result == "84"
     messages += [call_message(*call), {"role": "tool", "content": result}]
-    answer = _reply(model, tokenizer, messages)
+    answer = _reply(model, tokenizer, messages, _tools())
     assert "84" in answer and parse_call(answer) is None
 
 
 def test_small_talk_uses_no_tool(loaded: tuple[Any, Any]) -> None:
     model, tokenizer = loaded
     messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "hello"}]
-    assert parse_call(_reply(model, tokenizer, messages)) is None
+    assert parse_call(_reply(model, tokenizer, messages, _tools())) is None
+
+
+def test_v2_calls_only_declared_tools(loaded: tuple[Any, Any]) -> None:
+    """v2: an unseen declared tool is called by its declaration; with nothing declared, nothing is."""
+    if not _v2():
+        pytest.skip("the shipped model predates tool declarations (v1)")
+    model, tokenizer = loaded
+    weather = {"name": "get_weather", "description": "Get the current weather for a city.",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                              "required": ["city"]}}
+    messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+                {"role": "user", "content": "what's the weather in Oslo?"}]
+    assert parse_call(_reply(model, tokenizer, messages, [weather])) == ("get_weather", {"city": "Oslo"})
+    calc = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+            {"role": "user", "content": "what is 12 * 7?"}]
+    assert parse_call(_reply(model, tokenizer, calc)) is None

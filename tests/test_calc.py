@@ -90,3 +90,56 @@ def test_integer_ops_match_python(a: int, b: int, op: str) -> None:
     expected = {"+": a + b, "-": a - b, "*": a * b}[op]
     assert evaluate(expr) == expected
     assert format_result(evaluate(expr)) == str(expected)
+
+
+@pytest.mark.parametrize(
+    ("expr", "text"),
+    [
+        ("sqrt(144)", "12"),
+        ("sqrt(2)", "1.414214"),
+        ("sqrt(10 ** 30)", "1000000000000000"),
+        ("sqrt(6.25)", "2.5"),
+        ("sqrt(16) * 3 + 1", "13"),
+        ("abs(-3)", "3"),
+        ("abs(2 - 7.5)", "5.5"),
+        ("round(2.5)", "3"),
+        ("round(-2.5)", "-3"),
+        ("round(3.14159, 2)", "3.14"),
+        ("round(7)", "7"),
+        ("min(3, 1, 2)", "1"),
+        ("max(2, 7.5)", "7.5"),
+        ("max(sqrt(81), 2 ** 3)", "9"),
+        ("15 / 100 * 200", "30"),
+    ],
+)
+def test_whitelisted_functions(expr: str, text: str) -> None:
+    assert format_result(evaluate(expr)) == text
+
+
+@pytest.mark.parametrize(
+    ("expr", "fragment"),
+    [
+        ("sqrt(-1)", "negative"),
+        ("sqrt()", "sqrt takes 1 argument"),
+        ("sqrt(1, 2)", "sqrt takes 1 argument"),
+        ("round(1.5, 2.5)", "digits must be"),
+        ("round(1.5, 11)", "digits must be"),
+        ("round(1, 2, 3)", "round takes 1 to 2 arguments"),
+        ("max()", "max takes 1 to 20 arguments"),
+        ("min(" + ", ".join(["1"] * 21) + ")", "min takes 1 to 20"),
+        ("max(*[1, 2])", "positional arguments only"),
+        ("min(a=1)", "positional arguments only"),
+        ("pow(2, 3)", "unsupported function"),
+        ("math.sqrt(4)", "unsupported function"),
+        ("sqrt(4)(2)", "unsupported function"),
+        ("__import__('os')", "unsupported function"),
+        ("sqrt('4')", "not a number"),
+        ("abs(10 ** 29 * 100)", "too large"),
+        ("max(9 ** 9 ** 9)", "exponent too large"),
+    ],
+)
+def test_functions_refuse_bad_calls(expr: str, fragment: str) -> None:
+    with pytest.raises(SyscallError) as info:
+        evaluate(expr)
+    assert info.value.errno == Errno.EINVAL
+    assert fragment in info.value.message

@@ -251,5 +251,30 @@ async def test_a_syscall_error_the_app_raises_is_not_audited_as_a_violation() ->
         pid = await k.spawn(code_main(parse_manifest(TOML), {"main.py": main}), [])
         w = await k.wait(pid)
         assert w.errno == Errno.EINVAL and w.error == "EINVAL: probe: that option is not allowed (line 1)"
-        trace = await k.syscall("trace", pid=pid)  # only the getpid that picks its uid's worker slot
-        assert [e.name for e in trace.entries] == ["getpid"]
+        # only the getpid that picks its uid's worker slot, and the time that seeds its clock
+        trace = await k.syscall("trace", pid=pid)
+        assert [e.name for e in trace.entries] == ["getpid", "time"]
+
+
+async def test_a_code_app_reads_its_clock_and_random_seed_from_the_time_syscall() -> None:
+    """Recovery by replay re-runs a code app to the same outputs: its time and randomness follow
+    from a ``time`` syscall's result, which the journal holds (docs/durability.md)."""
+    main = code_main(parse_manifest(TOML), {"main.py": (
+        "import datetime, random\n"
+        "result = [datetime.datetime.now().timestamp(), datetime.date.today().isoformat(),\n"
+        "          random.random()]\n")})
+
+    class FakeSys:
+        def __init__(self, wall: float) -> None:
+            self.wall = wall
+
+        async def call(self, name: str, **payload: Any) -> Any:
+            if name == "getpid":
+                return type("R", (), {"uid": os.getuid()})()
+            assert name == "time"
+            return {"wall": self.wall, "monotonic": 1.0}
+
+    runs = [await main(FakeSys(w), []) for w in (1_700_000_000.5, 1_700_000_000.5, 1_800_000_000.0)]
+    assert runs[0][0] == 1_700_000_000.5 and runs[2][0] == 1_800_000_000.0
+    assert runs[0] == runs[1]  # the same syscall result, the same outputs
+    assert runs[0][2] != runs[2][2]  # another instant, another seed

@@ -144,3 +144,71 @@ def test_scoring_helpers() -> None:
     assert not H.same_value("X1234567 on file", "X1234567") and not H.same_value("Luigi", "Luigi's")
     assert H.clock_part("2026-11-29 17:50:49 UTC", "datetime") == ["2026-11-29", "17:50"]
     assert H.macro_f1([("a", "a"), ("b", "b"), ("b", "a")], ("a", "b")) == pytest.approx(0.6667, abs=1e-4)
+
+
+# ---- the v2 evaluation (lmos.train.bench_v2, benchmarks/builtin_model.py) -------------------------
+
+
+@pytest.fixture(scope="module")
+def v2_heldout() -> list[Conversation]:
+    from lmos.train import bench_v2 as B
+
+    return B.heldout_set(2, 7)
+
+
+def _oracle(convs: list[Conversation]) -> Any:
+    """A generator that writes the reference assistant turns (what a perfect model says)."""
+    from lmos.chatformat import assistant_text, render, with_tools
+
+    table = {render(with_tools(c.messages[:k], c.tools)): assistant_text(m)
+             for c in convs for k, m in enumerate(c.messages) if m["role"] == "assistant"}
+    return lambda prompts: [table.get(render(p), "I don't know.") for p in prompts]
+
+
+def test_v2_heldout_scoring_passes_the_reference_and_fails_a_silent_model(
+    v2_heldout: list[Conversation],
+) -> None:
+    from lmos.train import bench_v2 as B
+
+    kinds = {c.meta["kind"] for c in v2_heldout}
+    assert {"declared", "parallel", "followup", "calc_percent", "kv_fuzzy", *B.APPS} <= kinds
+    perfect = B.score_heldout(v2_heldout, _oracle(v2_heldout), {})
+    assert set(perfect) == kinds and all(all(v) for v in perfect.values()), perfect
+    silent = B.score_heldout(v2_heldout, lambda prompts: ["" for _ in prompts], {})
+    tool_kinds = {"calc", "calc_percent", "calc_power", "calc_words", "calc_multi", "kv_pair", "kv_get",
+                  "clock", "declared", "parallel", "followup", "support", "recommend"}  # "" reads as neutral
+    assert not any(any(silent[k]) for k in tool_kinds), {k: silent[k] for k in tool_kinds}
+
+
+def test_v2_heldout_is_the_heldout_split(v2_heldout: list[Conversation]) -> None:
+    from lmos.train.corpus_v2 import generate as generate_v2
+
+    train_requests = {m["content"] for c in generate_v2(600, seed=7, workers=1) for m in c.messages
+                      if m["role"] == "user"}
+    held_requests = {m["content"] for c in v2_heldout for m in c.messages if m["role"] == "user"}
+    assert not train_requests & held_requests
+
+
+def test_a_changed_v2_or_headline_set_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _bench()
+    for name in ("HANDWRITTEN_V2", "HEADLINES"):
+        copy = tmp_path / f"{name}.jsonl"
+        shutil.copy(getattr(bench, name), copy)
+        with copy.open("ab") as f:  # one more byte: never read the set, only change its hash
+            f.write(b"\n")
+        monkeypatch.setattr(bench, name, copy)
+        monkeypatch.setattr(sys, "argv", ["builtin_model.py", "--quick"])
+        assert bench.main() == 2
+        monkeypatch.undo()
+
+
+def test_benchmark_reports_the_targets_it_misses() -> None:
+    bench = _bench()
+    figures = {"heldout": {"calc": {"n": 40, "acc": 0.95}, "declared": {"n": 40, "acc": 0.8}},
+               "handwritten": {"declared": {"n": 30, "acc": 0.72}, "calc": {"n": 30, "acc": 0.8},
+                               "support_retrieval": {"n": 30, "acc": 0.5}},
+               "headlines_sentiment_macro_f1": 0.9}
+    got = bench.targets(figures)
+    assert got["missed"] == {"handwritten.calc": 0.8} and not got["met"]
+    figures["handwritten"]["calc"]["acc"] = 0.9
+    assert bench.targets(figures)["met"]

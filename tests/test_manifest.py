@@ -133,4 +133,5 @@ async def test_agent_manifest_runs_with_its_tools_only() -> None:
         k.programs.register(app_spec(m))
         w = await k.wait(await k.spawn("a", ["what time is it"]))
         res: dict[str, Any] = w.result
-        assert res["text"] == "result error: tool_call needs capability 'tool:clock'"
+        # clock is not declared to the model, so the loop never makes the call and says what is declared
+        assert res["text"] == "result error: unknown tool 'clock'; the declared tools are: calc"

@@ -61,13 +61,14 @@ def test_messages_render_calls_and_results_as_data() -> None:
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
             {"id": "c2", "type": "function", "function": {"name": "f", "arguments": '{"x": 2}'}}]},
+        {"role": "tool", "tool_call_id": "c2", "content": "two"},  # out of order: put in call order
         {"role": "tool", "tool_call_id": "c1", "content": "one"},
     ])
     segs = lmos_segments(msgs)
     text = "".join(t for t, _ in segs)
     assert text.startswith("<|system|>be brief<|end|>\n<|user|>a <|end|><|end|>\n")
     assert '<|assistant|><|call|>{"tool": "f", "args": {"x": 1}}<|call|>{"tool": "f", "args": {"x": 2}}' \
-           '<|end|>\n<|tool|>one<|end|>\n<|assistant|>' in text
+           '<|end|>\n<|tool|>one<|end|>\n<|tool|>two<|end|>\n<|assistant|>' in text
     assert ("a <|end|>", True) in segs  # the user's marker string is data, never a control token
     assert all(not data for t, data in segs if t in ("<|system|>", CALL, END + "\n"))
 

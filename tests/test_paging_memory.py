@@ -206,8 +206,10 @@ async def test_an_ended_process_pages_are_deleted_unless_kept_and_the_quota_foll
                                                                                   keep: bool) -> None:
     state = str(tmp_path / "state")
     seen: dict[str, Any] = {}
+    # journal_keep_seconds=0: a reaped process's syscall journal (which also counts against the quota,
+    # docs/durability.md) is deleted at reap, so the quota here follows the pages alone
     async with kernel(ScriptedDriver("noted.", max_model_len=WINDOW), state_dir=state,
-                      keep_ended_pages=keep) as k:
+                      keep_ended_pages=keep, journal_keep_seconds=0) as k:
         uid = k.core.host_uid
         await k.complete("warm up", max_tokens=2)
         await k.core.journal.flush()
@@ -242,6 +244,7 @@ async def test_an_ended_process_pages_are_deleted_unless_kept_and_the_quota_foll
         else:
             assert rows(k, pid) == [0, 0, 0] and quota_matches(k, uid) == base
     if keep:  # a later kernel without retention sweeps what was kept, and gives the bytes back
-        async with kernel(ScriptedDriver(max_model_len=WINDOW), state_dir=state) as k2:
+        async with kernel(ScriptedDriver(max_model_len=WINDOW), state_dir=state,
+                          journal_keep_seconds=0) as k2:
             assert rows(k2, pid) == [0, 0, 0]
             assert quota_matches(k2, uid) == base

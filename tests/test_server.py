@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from httputil import sse_events
+from httputil import serve_cmd, sse_events, start_serve
 
 import lmos
 from lmos.drivers.scripted import ScriptedDriver
@@ -174,21 +174,13 @@ async def test_bearer_token() -> None:
 def test_lmos_serve_command(tmp_path: Any) -> None:
     """`lmos serve` listens, answers, and exits 0 on SIGINT; a taken port is one line and exit 1."""
     import os
-    import re
     import signal
     import subprocess
-    import sys
 
     env = {**os.environ, "LMOS_HOME": str(tmp_path)}
-    cmd = [sys.executable, "-m", "lmos.cli", "serve", "--model", "scripted:hello", "--port", "0",
-           "--state-dir", str(tmp_path / "state")]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    cmd = serve_cmd("scripted:hello", tmp_path / "state")
+    proc, port = start_serve(cmd, env)
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
-        assert m, line
-        port = int(m.group(1))
         url = f"http://127.0.0.1:{port}/v1/complete"
         r = httpx.post(url, json={"prompt": "x", "max_tokens": 5}, timeout=10)
         assert r.status_code == 200 and r.json()["text"] == "hello"

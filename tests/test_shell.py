@@ -439,6 +439,15 @@ def test_an_agent_answer_is_shown_once_then_what_was_not_streamed(tmp_path: Path
     assert len(lines) == 5, r.stdout
 
 
+def test_an_agent_record_shows_a_flag_only_when_it_is_on() -> None:
+    from lmos.userland.shell.render import render_result
+    rec = {"text": "Ask a colleague.", "handoff": False, "sources": "faq.md", "calls": [], "steps": 1,
+           "finish_reason": "answer"}
+    assert render_result(rec) == "Ask a colleague.\nsources: faq.md"
+    assert render_result({**rec, "handoff": True}) == "Ask a colleague.\nhandoff: true\nsources: faq.md"
+    assert render_result({"ok": False}) == '{\n  "ok": false\n}'  # not an agent record: shown as it is
+
+
 def test_tab_completes_in_a_real_terminal(tmp_path: Path) -> None:
     sh = spawn_shell(tmp_path, model="scripted:neutral")
     try:

@@ -65,8 +65,8 @@ def test_loader_reads_valid_lines_and_skips_blank_ones(tmp_path: Path) -> None:
 def test_loader_lists_every_bad_line_with_its_number(tmp_path: Path) -> None:
     bad_role = {"messages": [{"role": "bot", "content": "hi"}]}
     no_assistant = {"messages": [{"role": "user", "content": "hi"}]}
-    two_calls = {
-        "messages": [{"role": "assistant", "content": "", "tool_calls": [{"name": "a"}, {"name": "b"}]}]
+    two_calls = {  # parallel calls are fine (chat format v2); calls not in a list are not
+        "messages": [{"role": "assistant", "content": "", "tool_calls": {"name": "a"}}]
     }
     bad_args = {"messages": [{"role": "assistant", "tool_calls": [{"name": "calc", "arguments": "1+1"}]}]}
     lines = [
@@ -91,7 +91,7 @@ def test_loader_lists_every_bad_line_with_its_number(tmp_path: Path) -> None:
         (3, "unknown role 'bot'"),
         (5, "no assistant message"),
         (6, "not a JSON object"),
-        (7, "exactly one call"),
+        (7, "must be a list of calls"),
         (8, "'arguments' must be an object"),
     ]:
         assert re.search(rf"line {n}: [^;]*{re.escape(fragment)}", msg), (n, msg)

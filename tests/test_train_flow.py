@@ -128,6 +128,34 @@ def test_resume_continues_from_the_newest_checkpoint(config: Path, base: Path, t
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_stages_with_until_step_give_the_same_weights_as_one_run(
+    config: Path, base: Path, tmp_path: Path
+) -> None:
+    """The CPU recipe: stop at a step (checkpointed), --resume to the end = one uninterrupted run."""
+    import torch
+
+    out = tmp_path / "s"
+    first = _train("--config", str(config), "--out", str(out), "--seed", "3", "--until-step", "4")
+    assert first.exit_code == 0, first.output
+    assert json.loads((out / "metrics.json").read_text())["stopped"] == "stage end at step 4"
+    assert (out / "checkpoints" / "step-0000004" / "state.json").is_file()
+    second = _train("--config", str(config), "--out", str(out), "--seed", "3", "--resume")
+    assert second.exit_code == 0, second.output
+    a, b = _weights(base), _weights(out)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert "stopped" not in json.loads((out / "metrics.json").read_text())
+
+
+def test_the_wall_clock_guard_ends_a_steps_run_early(config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "g"
+    result = _train("--config", str(config), "--out", str(out), "--seed", "3",
+                    "--stop-after-minutes", "0.0001")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] < 6 and metrics["stopped"].startswith("wall-clock guard")
+    assert (out / "model.safetensors").is_file()
+
+
 def test_lora_changes_only_adapter_weights(config: Path, base: Path, tmp_path: Path) -> None:
     import torch
 

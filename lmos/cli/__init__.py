@@ -100,8 +100,15 @@ def run(app_name: Annotated[str, typer.Argument(metavar="APP", help="app to run"
 
 @app.command()
 def ps(state_dir: StateOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False,
-       as_root: AsRootOpt = False) -> None:
+       as_root: AsRootOpt = False,
+       every: Annotated[bool, typer.Option("--all", help="every process the state directory remembers: "
+                                           "ended, recovered after a crash, lost")] = False) -> None:
     """The process table of the kernel running on the state directory."""
+    if every:
+        from lmos.cli.replay import ps_all
+
+        ps_all(state_dir_of(state_dir), as_json)
+        return
     procs = on_kernel(state_dir, lambda c: c.call("ps"), as_root=as_root)["procs"]
     if as_json:
         print(json.dumps(procs))
@@ -147,6 +154,9 @@ def status(state_dir: StateOpt = None, as_json: Annotated[bool, typer.Option("--
     print(f"kernel:     pid {st['pid']} (lmos {st['version']}){' (lmos up)' if st['stay'] else ''}")
     print(f"state dir:  {st['state_dir']}")
     print(f"model:      {st['model']} (loaded as: {', '.join(st['models']) or 'none'})")
+    for name, tuning in st.get("tuning", {}).items():
+        if tuning:
+            print(f"limits:     {name}: {tuning}")
     print(f"uptime:     {up_s // 3600}h{up_s // 60 % 60:02d}m{up_s % 60:02d}s")
     print(f"processes:  {st['processes']}" + "".join(f"\n  {p['pid']:>6} uid {p['uid']:<6} {p['state']:<8} "
                                                     f"{p['app']}" for p in st["procs"]))
@@ -200,6 +210,10 @@ def serve(model: ModelOpt = None, state_dir: StateOpt = None,
                                                  "API key (every client acts as you)")] = False,
           allow_host: Annotated[list[str] | None, typer.Option(help="also accept this Host header "
                                                                "(name or name:port; repeatable)")] = None,
+          cluster: Annotated[str | None, typer.Option(help="run the model as replicas on a Ray cluster: "
+                                                      "ray://HEAD:10001, HOST:PORT, auto or local (needs "
+                                                      "lmos[ray]; applies when this starts the kernel)"
+                                                      )] = None,
           ) -> None:
     """Serve the HTTP API (lmos's own routes and OpenAI-compatible ones) from the state directory's
     kernel (started if none runs) until Ctrl-C."""
@@ -208,6 +222,8 @@ def serve(model: ModelOpt = None, state_dir: StateOpt = None,
     if not 0 <= port < 65536:
         print(f"lmos: EINVAL: port {port} is out of range", file=sys.stderr)
         raise typer.Exit(2)
+    if cluster:
+        os.environ["LMOS_CLUSTER"] = cluster  # the kernel process started for this reads its settings
     raise typer.Exit(anyio.run(run_server, model_spec(model), state_dir_of(state_dir), host, port, token,
                                as_root, insecure, allow_host or []))
 
@@ -274,6 +290,7 @@ def _mount_files() -> None:
 
 _mount_files()
 from lmos.cli import audit as _audit  # noqa: E402,F401  (``lmos audit``: registers itself on app)
+from lmos.cli import replay as _replay  # noqa: E402,F401  (``lmos replay``: registers itself on app)
 
 
 def _invoke(argv: list[str], prog: str) -> int:

@@ -250,9 +250,20 @@ def model_key(spec: str | None) -> str | None:
     """A --model spec in the form the kernel compares: model directories as absolute paths."""
     if spec is None:
         return None
-    if spec == "builtin" or spec == "scripted" or spec.startswith("scripted:"):
+    if spec == "builtin" or spec == "scripted" or spec.startswith(("scripted:", "openai+")):
         return spec
+    if "/" not in spec and not Path(spec).expanduser().exists() and spec in _config_models():
+        return spec  # a [models.NAME] table (a model behind a server, lmos/drivers/remote.py)
     return str(Path(spec).expanduser().absolute())
+
+
+def _config_models() -> set[str]:
+    from lmos.config import load_config
+
+    try:
+        return set(load_config().models)
+    except SyscallError:
+        return set()
 
 
 @contextlib.asynccontextmanager

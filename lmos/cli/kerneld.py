@@ -42,6 +42,7 @@ from lmos.cli.control import LOG, MAX_LINE, PIDFILE, SECRET, SOCKET, Msg, encode
 from lmos.cli.sessions import SessionApps
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.confirm import ConfirmRequest
+from lmos.syscalls.io import tuning_of
 from lmos.syscalls.types import Err
 from lmos.system import Kernel
 
@@ -249,6 +250,8 @@ class Daemon:
         running = self.sessions.running()
         return {"pid": os.getpid(), "version": __version__, "state_dir": str(self.dir), "model": self.model,
                 "models": sorted(self.k.core.schedulers) if self.k.core else [],
+                "tuning": {name: tuning_of(s.driver) for name, s in self.k.core.schedulers.items()}
+                if self.k.core else {},
                 "uptime": time.time() - self.started, "stay": self.stay,
                 "processes": len(running),
                 "procs": [{"pid": p.pid, "uid": p.uid, "app": p.app, "state": p.state.value}

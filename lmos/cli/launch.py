@@ -16,6 +16,7 @@ since the journal's lock is an ``flock`` the OS drops with the process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import subprocess
@@ -34,7 +35,13 @@ async def start_kernel(state_dir: str, model: str | None, *, stay: bool = False,
     """Start a kernel for ``state_dir`` unless one is answering by the time the start lock is held."""
     d = state_path(state_dir)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(d / START_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(d / START_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # a read-only state directory: a kernel could not write its database either
+        if exc.errno == errno.EROFS:
+            raise SyscallError(Errno.EROFS, f"state directory {d} is read-only: a kernel must write it; "
+                               "`lmos replay` and `lmos audit` can read it") from None
+        raise
     try:
         await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
         try:

@@ -28,13 +28,27 @@ locking of its own.  Errors are raised as :class:`lmos.errors.SyscallError`
 (``ENOMEM`` when blocks run out, ``E2BIG`` when a sequence would exceed the
 model window, ``ENOENT`` for an unknown sequence, ``EINVAL`` for a bad
 argument).
+
+Request-level drivers
+---------------------
+A model behind a server (:mod:`lmos.drivers.remote`) cannot take part in a
+step: the server batches on its own, and all it accepts is a whole generation
+request.  Such a driver sets ``request_level = True`` and implements
+:class:`RequestDriver`: it keeps the same sequence bookkeeping (``add``,
+``append``, ``truncate``, ``tokens`` ...; ``step`` is never called), and
+:meth:`RequestDriver.generate` streams one request's tokens, appending each to
+the sequence just before yielding it, so a consumer that stops early (a stop
+string, a quota, a kill) leaves exactly the tokens it saw.  The kernel still
+decides *who* generates: it starts at most ``max_in_flight`` requests at once,
+in its policy's order (see :mod:`lmos.kernel.reqsched`).  Such a driver holds no
+KV the kernel could keep or swap: its sequences are always ``KVLocation.NONE``.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -84,6 +98,16 @@ class StepPlan(msgspec.Struct, kw_only=True):
     swap_out: list[int] = msgspec.field(default_factory=list)
     swap_in: list[int] = msgspec.field(default_factory=list)
     drop: list[int] = msgspec.field(default_factory=list)
+
+    def apply_moves(self, driver: Any) -> None:
+        """Apply the plan's KV moves to ``driver`` in the documented order (drop, swap out, swap in),
+        so every step-level driver orders them the same way."""
+        for seq_id in self.drop:
+            driver.drop(seq_id)
+        for seq_id in self.swap_out:
+            driver.swap_out(seq_id)
+        for seq_id in self.swap_in:
+            driver.swap_in(seq_id)
 
 
 class KVLocation(enum.Enum):
@@ -224,3 +248,41 @@ class Driver(Protocol):
     def close(self) -> None:
         """Release the model and pools.  Idempotent."""
         ...
+
+
+class RequestSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One whole generation request for a request-level driver (sampling is the sequence's own,
+    as set by ``add`` / ``set_sampling``)."""
+
+    max_tokens: int  # the most tokens the request may produce (the server stops there)
+
+
+class RequestResult(msgspec.Struct, kw_only=True):
+    """What a request-level driver learnt when a request ended (filled in as it streams)."""
+
+    finish_reason: str | None = None  # "eos" | "length" | None (the consumer stopped it)
+    prompt_tokens: int | None = None  # the server's count (``usage``), when it gave one
+    completion_tokens: int | None = None
+
+
+@runtime_checkable
+class RequestDriver(Driver, Protocol):
+    """A driver that runs whole requests (see "Request-level drivers" above)."""
+
+    request_level: bool  # True
+    max_in_flight: int  # requests the kernel may have running at once on this driver
+
+    def generate(self, seq_id: int, spec: RequestSpec, result: RequestResult) -> AsyncGenerator[int, None]:
+        """Stream the tokens of one request continuing ``seq_id``; each is appended to the
+        sequence before it is yielded.  Ends when the server ends the request (``result`` says
+        why); closing the iterator early cancels the request on the server.  Failures are
+        raised as :class:`lmos.errors.SyscallError` (``EIO`` once retries are spent)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections (called on the event loop when the kernel stops)."""
+        ...
+
+
+def is_request_level(driver: Driver) -> bool:
+    return bool(getattr(driver, "request_level", False))

@@ -24,11 +24,13 @@ from typing import Any
 
 import torch
 
-from lmos.drivers import hf_attention, hf_load, sampling
+from lmos.drivers import autotune, hf_attention, hf_load, sampling
 from lmos.drivers.base import DriverLimits, KVCost, KVLocation, SamplingParams, StepPlan, Tokenizer
 from lmos.drivers.blocks import BlockAllocator
+from lmos.drivers.cpu_thread import StepThread, release_team
 from lmos.drivers.hf_probe import probe_kv_shape
 from lmos.drivers.kv_pool import KVPool, budget_bytes
+from lmos.drivers.masks import AllowedFn, TokenMasks
 from lmos.drivers.paging import PageTable, Seq
 from lmos.errors import Errno, SyscallError
 
@@ -57,14 +59,17 @@ class HFDriver:
         block_size: int = 16,
         kv_memory: str = "0.5",
         swap_memory: str | None = None,
-        max_seqs: int = 64,
-        max_tokens_per_step: int = 2048,
+        max_seqs: int = 0,
+        max_tokens_per_step: int = 0,
         max_model_len: int | None = None,
         name: str | None = None,
         decode_cache: bool = True,
+        step_thread: bool = True,
+        threads: int = 0,
     ) -> None:
-        if block_size < 1 or max_seqs < 1 or max_tokens_per_step < 1:
-            raise SyscallError(Errno.EINVAL, "block_size, max_seqs and max_tokens_per_step must be >= 1")
+        if block_size < 1 or max_seqs < 0 or max_tokens_per_step < 0 or threads < 0:
+            raise SyscallError(Errno.EINVAL, "block_size must be >= 1; max_seqs, max_tokens_per_step and "
+                               "threads >= 0 (0: chosen at start)")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or f"hf:{getattr(model.config, 'name_or_path', '') or type(model).__name__}"
@@ -80,12 +85,19 @@ class HFDriver:
         shape = probe_kv_shape(model, self.dtype)
         token_bytes = shape.bytes_per_token()
         budget = budget_bytes(kv_memory, self.device)
+        # limits left at 0 are sized from a short measured probe (lmos.drivers.autotune)
+        self.tuning = autotune.tune(
+            model, self.device, max_seqs=max_seqs, max_tokens_per_step=max_tokens_per_step,
+            kv_tokens=budget // token_bytes, threads=threads,
+            keep_arg="logits_to_keep" in inspect.signature(model.forward).parameters)
+        max_seqs, max_tokens_per_step = self.tuning.max_seqs, self.tuning.max_tokens_per_step
         # never reserve more than every sequence filling the window twice over
         cap_tokens = 2 * max_seqs * window
         num_blocks = min(budget // (token_bytes * block_size), math.ceil(cap_tokens / block_size))
         if num_blocks < 1:
             raise SyscallError(Errno.ENOMEM, f"KV budget {kv_memory!r} holds no block of {block_size} tokens")
         pool_bytes = num_blocks * block_size * token_bytes
+        self.tuning.num_blocks = num_blocks
         swap = budget_bytes(swap_memory, torch.device("cpu")) if swap_memory else pool_bytes
         self.pool = KVPool(shape, num_blocks, block_size, self.device, self.dtype, swap)
         self.table = PageTable(BlockAllocator(num_blocks, block_size), window)
@@ -102,15 +114,26 @@ class HFDriver:
         self._defaults = hf_load.default_sampling(model)
         self._rng = torch.Generator(device="cpu")
         self._rng.manual_seed(0)
+        self.masks = TokenMasks()  # constrained decoding (see constrain)
         self._host_refs: dict[int, int] = {}  # id(host tensor) -> holders (forks share)
         self.prefill_tok_s = 20000.0 if self.device.type == "cuda" else 2000.0  # refined by real steps
         self.steps = 0
-        # CPU steps may run on the kernel's loop thread (see lmos.kernel.placement); CUDA steps
-        # always go to the one CUDA thread
+        # the kernel may call a short CPU step from its loop thread, saving a worker-thread hand-off
+        # (see lmos.kernel.placement); the compute runs on the step thread either way
         self.inline_step = self.device.type == "cpu"
         self._closed = False
-        # the decode working copy may take up to a quarter of the pool's size on top of it
-        self._decode_cache = hf_attention.DecodeCache(pool_bytes // 4) if decode_cache else None
+        # the decode working copy may take up to a quarter of the pool's size on top of it, and a small
+        # pool (sized tightly for a known load) up to twice its size within 256 MiB: without the copy
+        # every decode step gathers every sequence's whole context again (up to a third of a step,
+        # docs/performance.md)
+        copy_bytes = max(pool_bytes // 4, min(2 * pool_bytes, 256 << 20))
+        self._decode_cache = hf_attention.DecodeCache(copy_bytes) if decode_cache else None
+        # CPU steps all run on one driver-owned thread that gives its OpenMP team back when idle, and
+        # the thread that built the model gives its own back now: see lmos.drivers.cpu_thread
+        # (``step_thread=False``: steps run on the calling thread, as before issue 16; for benchmarks)
+        self._stepper = StepThread("lmos-cpu-step") if self.device.type == "cpu" and step_thread else None
+        if self._stepper is not None:
+            release_team()
 
     @classmethod
     def from_pretrained(
@@ -121,8 +144,9 @@ class HFDriver:
         dtype: str = "auto",
         block_size: int = 16,
         kv_memory: str = "0.5",
-        max_seqs: int = 64,
-        max_tokens_per_step: int = 2048,
+        max_seqs: int = 0,
+        max_tokens_per_step: int = 0,
+        threads: int = 0,
     ) -> HFDriver:
         """Load a local checkpoint directory (never the network)."""
         dev = hf_load.resolve_device(device)
@@ -134,6 +158,7 @@ class HFDriver:
             kv_memory=kv_memory,
             max_seqs=max_seqs,
             max_tokens_per_step=max_tokens_per_step,
+            threads=threads,
             name=f"hf:{path}",
         )
 
@@ -194,6 +219,10 @@ class HFDriver:
     def kv_cached(self) -> int:
         """Free blocks that still hold a cached prefix (optional driver method, read by /metrics)."""
         return self.table.alloc.num_cached()
+
+    def constrain(self, seq_id: int, allowed: AllowedFn | None) -> None:
+        """Sample ``seq_id`` only among the ids ``allowed(tokens)`` gives (see lmos.drivers.masks)."""
+        self.masks.set(seq_id, allowed)
 
     def free(self, seq_id: int) -> None:
         seq = self.table.free(seq_id)
@@ -265,24 +294,25 @@ class HFDriver:
         self.pool.values.clear()
         if self._decode_cache is not None:
             self._decode_cache.clear()
+        if self._stepper is not None:
+            self._stepper.close()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     # ---------------------------------------------------------------- step
     def step(self, plan: StepPlan) -> dict[int, int | None]:
-        if self.device.type == "cuda":
-            return _on_cuda_thread().submit(self._step, plan).result()
-        return self._step(plan)
+        if self._closed:
+            raise SyscallError(Errno.EIO, "driver is closed")
+        if self._stepper is not None:
+            return self._stepper.run(lambda: self._step(plan))
+        if self.device.type == "cpu":
+            return self._step(plan)
+        return _on_cuda_thread().submit(self._step, plan).result()
 
     def _step(self, plan: StepPlan) -> dict[int, int | None]:
         if self._closed:
             raise SyscallError(Errno.EIO, "driver is closed")
-        for seq_id in plan.drop:
-            self.drop(seq_id)
-        for seq_id in plan.swap_out:
-            self.swap_out(seq_id)
-        for seq_id in plan.swap_in:
-            self.swap_in(seq_id)
+        plan.apply_moves(self)
         if not plan.items:
             return {}
         seqs = self._validate(plan)
@@ -378,15 +408,24 @@ class HFDriver:
             self.table.commit(seq, item.num_tokens)
         if keep:
             logits = out.logits[0] if self._keep_arg else out.logits[0].index_select(0, keep_t)
-            logits = logits.float()
             chosen = [seqs[i] for i in sampled]
-            new = sampling.sample(
-                logits,
-                [s.sampling for s in chosen],
-                [s.generator for s in chosen],
-                [s.tokens if s.sampling.repetition_penalty != 1.0 else () for s in chosen],
-                self._rng,
-            )
+            params = [s.sampling for s in chosen]
+            if not self.masks.fns and sampling.plain_greedy(params):
+                # fused greedy: one argmax in the model's dtype, no float32 copy of [B, vocab] logits
+                # (exact: widening to float32 keeps the order and the ties, and argmax takes the first)
+                new = logits.argmax(dim=-1).tolist()
+            else:
+                logits = logits.float()
+                if self.masks.fns:
+                    ids = [plan.items[i].seq_id for i in sampled]
+                    self.masks.apply(logits, ids, [s.tokens for s in chosen])
+                new = sampling.sample(
+                    logits,
+                    params,
+                    [s.generator for s in chosen],
+                    [s.tokens if s.sampling.repetition_penalty != 1.0 else () for s in chosen],
+                    self._rng,
+                )
             for i, seq, token in zip(sampled, chosen, new, strict=True):
                 seq.tokens.append(token)
                 result[plan.items[i].seq_id] = token

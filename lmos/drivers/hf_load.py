@@ -2,8 +2,15 @@
 
 Loading is strictly local (``local_files_only=True``): lmos never reaches the
 network at run time, and a mistyped model path must fail at once with
-``ENOENT`` instead of turning into a hub lookup.  A directory without
-tokenizer files is fine: the driver then works on token ids alone.
+``ENOENT`` instead of turning into a hub lookup.
+
+Bad model directories fail at load with one clear error, not later at the
+first prompt: a tokenizer whose vocabulary does not fit the model's embedding
+(ids the model has no row for, or a tokenizer far smaller than the embedding,
+i.e. another model's) is EINVAL naming the directory and both sizes.  A
+directory without tokenizer files is EINVAL too when the caller needs text
+(``require_tokenizer``); otherwise the driver works on token ids alone, which
+tests and token-level benchmarks use.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from lmos.drivers.base import SamplingParams, control_tokens
 from lmos.errors import Errno, SyscallError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# Checkpoints pad the embedding past the tokenizer (to a multiple of 64 or 128 for speed, plus reserved
+# rows): Qwen2 has 271 spare rows, Phi-3 53.  More than this many spare rows means another model's tokenizer.
+MAX_SPARE_ROWS = 1024
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -112,8 +122,27 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
         raise SyscallError(Errno.EINVAL, f"bad dtype {dtype!r} (float32, float16, bfloat16, auto)") from None
 
 
-def load(path: str, device: torch.device, dtype: torch.dtype | str) -> tuple[Any, HFTokenizer | None]:
-    """Model and tokenizer (or None) from a local checkpoint directory."""
+def check_vocab(path: str, embedding_rows: int, tokenizer_size: int) -> None:
+    """EINVAL unless the tokenizer's vocabulary fits the model's embedding (see :data:`MAX_SPARE_ROWS`)."""
+    spare = embedding_rows - tokenizer_size
+    if spare < 0 or spare > max(MAX_SPARE_ROWS, tokenizer_size // 50):
+        raise SyscallError(Errno.EINVAL, f"model at {path!r} does not match its tokenizer: the tokenizer has "
+                           f"{tokenizer_size} tokens but the model's embedding has {embedding_rows} rows "
+                           "(is the tokenizer from another model?)")
+
+
+def embedding_rows(model: Any) -> int | None:
+    """Rows of the model's input embedding (its vocabulary size), if it says."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    if rows is None:
+        rows = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(rows) if rows is not None else None
+
+
+def load(path: str, device: torch.device, dtype: torch.dtype | str, *,
+         require_tokenizer: bool = False) -> tuple[Any, HFTokenizer | None]:
+    """Model and tokenizer (or None, unless ``require_tokenizer``) from a local checkpoint directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -122,6 +151,10 @@ def load(path: str, device: torch.device, dtype: torch.dtype | str) -> tuple[Any
     root = Path(os.path.expanduser(path))
     if not root.is_dir() or not (root / "config.json").is_file():
         raise SyscallError(Errno.ENOENT, f"no model at {path!r} (a directory with config.json)")
+    has_tokenizer = any((root / name).is_file() for name in TOKENIZER_FILES)
+    if require_tokenizer and not has_tokenizer:  # before the (slow) weights
+        raise SyscallError(Errno.EINVAL, f"no tokenizer in model directory {path!r} (none of "
+                           f"{', '.join(TOKENIZER_FILES)}): save the model's tokenizer there")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(root), local_files_only=True, dtype=dtype, device_map=str(device)
@@ -130,11 +163,16 @@ def load(path: str, device: torch.device, dtype: torch.dtype | str) -> tuple[Any
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SyscallError(Errno.ENOENT, f"cannot load model from {path!r}: {reason}") from None
     tokenizer = None
-    if any((root / name).is_file() for name in TOKENIZER_FILES):
+    if has_tokenizer:
         try:
-            tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(str(root), local_files_only=True))
+            hf_tok = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise SyscallError(Errno.EIO, f"bad tokenizer in {path!r}: {str(exc).splitlines()[0]}") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SyscallError(Errno.EIO, f"bad tokenizer in {path!r}: {reason}") from None
+        rows = embedding_rows(model)
+        if rows is not None:
+            check_vocab(path, rows, len(hf_tok))
+        tokenizer = HFTokenizer(hf_tok)
     return model, tokenizer
 
 

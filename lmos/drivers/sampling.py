@@ -31,6 +31,11 @@ def check_params(p: SamplingParams) -> None:
         raise SyscallError(Errno.EINVAL, f"repetition_penalty must be > 0, got {p.repetition_penalty}")
 
 
+def plain_greedy(params: Sequence[SamplingParams]) -> bool:
+    """Every row greedy without a repetition penalty: the next token is one argmax, nothing else."""
+    return all(p.temperature == 0 and p.repetition_penalty == 1.0 for p in params)
+
+
 def make_generator(p: SamplingParams) -> torch.Generator | None:
     if p.seed is None:
         return None

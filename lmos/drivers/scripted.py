@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lmos.drivers.base import DriverLimits, KVCost, KVLocation, SamplingParams, StepPlan
+from lmos.drivers.masks import AllowedFn, TokenMasks
 from lmos.errors import Errno, SyscallError
 
 EOS = 256
@@ -93,6 +94,7 @@ class ScriptedDriver:
         self.seqs: dict[int, _Seq] = {}
         self.used = 0  # device blocks in use
         self.steps = 0
+        self.masks = TokenMasks()  # constrained decoding (see constrain)
 
     # -- contract ------------------------------------------------------------
     def default_sampling(self) -> SamplingParams:
@@ -202,7 +204,8 @@ class ScriptedDriver:
                     raise SyscallError(Errno.ENOMEM, "KV pool exhausted")
                 self._resize(s, need)
             if s.computed == len(s.tokens) and item.sample:
-                tok = self._next(s)
+                allowed = self.masks.allowed(item.seq_id, s.tokens) if self.masks.fns else None
+                tok = self._next(s) if allowed is None else self._next_allowed(s, set(allowed))
                 s.tokens.append(tok)
                 out[item.seq_id] = tok
             else:
@@ -222,6 +225,21 @@ class ScriptedDriver:
             s.turns += 1
             s.fresh_input = True
         return s.reply.popleft()
+
+    def constrain(self, seq_id: int, allowed: AllowedFn | None) -> None:
+        """Sample ``seq_id`` only among the ids ``allowed(tokens)`` gives (see lmos.drivers.masks).
+
+        The scripted "model" skips the tokens of its reply that are not allowed, as a real
+        model's next-best token would take their place; with its reply used up it takes the
+        smallest allowed id.
+        """
+        self.masks.set(seq_id, allowed)
+
+    def _next_allowed(self, s: _Seq, allowed: set[int]) -> int:
+        tok = self._next(s)
+        while tok not in allowed and s.reply:
+            tok = s.reply.popleft()
+        return tok if tok in allowed or not allowed else min(allowed)
 
     def _respond(self, s: _Seq) -> str:
         r = self.responder

@@ -239,11 +239,15 @@ class EventBus:
         self._loop: asyncio.AbstractEventLoop | None = None  # readers' asyncio loop (None: not asyncio)
         self._loop_known = False
         self._next_due = 0.0  # when the first deferred reader may be woken (monotonic)
+        self.sticky: dict[int, Event] = {}  # a first event for late subscribers too (publish_sticky)
 
     def subscribe(self, pid: int, owner: int | None = None) -> Subscription:
         """A stream of ``pid``'s events for a reader of uid ``owner`` (None: the host itself)."""
         sub = Subscription(self, pid, owner)
         self.subs.setdefault(pid, []).append(sub)
+        first = self.sticky.get(pid)
+        if first is not None:
+            self._put(sub, first, event_size(first))
         return sub
 
     def has(self, pid: int) -> bool:
@@ -274,6 +278,14 @@ class EventBus:
         ev = Event(pid=pid, ts=time.time(), **fields)
         size = event_size(ev)
         for sub in list(subs):
+            self._put(sub, ev, size)
+
+    def publish_sticky(self, pid: int, **fields: Any) -> None:
+        """Publish an event that later subscribers of ``pid`` also get first, until it ends: a
+        recovered process's "recovered at step N", published before anybody can subscribe again."""
+        ev = self.sticky[pid] = Event(pid=pid, ts=time.time(), **fields)
+        size = event_size(ev)
+        for sub in list(self.subs.get(pid, ())):
             self._put(sub, ev, size)
 
     def token(self, pid: int, token_id: int, text: str, ts: float) -> None:
@@ -388,6 +400,7 @@ class EventBus:
 
     def close(self, pid: int) -> None:
         """The process is gone: end its subscribers' streams (what they hold stays readable)."""
+        self.sticky.pop(pid, None)
         for sub in list(self.subs.get(pid, ())):
             self._end(sub)
 

@@ -10,6 +10,7 @@ generated is charged to the ancestors when it ends.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -67,7 +68,8 @@ async def generate(core: KernelCore, p: Process, token_ids: list[int], *, reset:
 
 async def generate_n(core: KernelCore, p: Process, token_ids: list[int], *, n: int, reset: bool,
                      sampling: SamplingParams, max_tokens: int, stop: tuple[str, ...] = (),
-                     stop_token_ids: frozenset[int] = frozenset()) -> list[GenRequest]:
+                     stop_token_ids: frozenset[int] = frozenset(),
+                     on_fork: Callable[[list[int]], None] | None = None) -> list[GenRequest]:
     """``n`` choices from one prefill: the prompt is appended and computed once, then the
     driver sequence is forked ``n - 1`` times (the forks share its KV copy-on-write) and
     each branch continues on its own; branch ``i`` samples with ``seed + i`` when seeded.
@@ -77,6 +79,9 @@ async def generate_n(core: KernelCore, p: Process, token_ids: list[int], *, n: i
     token that is thrown away (its logits are not kept), and every branch recomputes the
     prompt's last token, so choice ``i`` is exactly what a single generation with
     ``seed + i`` gives.
+
+    ``on_fork`` is called with the choices' sequence ids (the process's own first) once the
+    forks exist and before any of them runs, e.g. to stream their tokens (lmos.syscalls.llm).
     """
     if n == 1:
         return [await generate(core, p, token_ids, reset=reset, sampling=sampling, max_tokens=max_tokens,
@@ -123,6 +128,8 @@ async def generate_n(core: KernelCore, p: Process, token_ids: list[int], *, n: i
                 sched.kv.track(cid)
                 sched.kv.mark(cid, sched.kv.location(p.pid))  # where the parent's KV is (maybe swapped)
                 drv.set_sampling(cid, branch(i))
+            if on_fork is not None:
+                on_fork([p.pid, *(k.pid for k in kids)])
         errors: list[SyscallError] = []
 
         async def run(i: int, proc: Process) -> None:

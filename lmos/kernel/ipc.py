@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ class Channel:
     nbytes: int = 0
     closed: bool = False
     openers: set[int] = field(default_factory=set)
+    opened: float = field(default_factory=time.time)  # wall clock: matches its journal rows at recovery
     _changed: anyio.Event = field(default_factory=anyio.Event)
     _usage: dict[int, int] | None = None  # the table's queued bytes per uid, charged to owner_uid
 

@@ -22,6 +22,7 @@ chunks, so pids never repeat across restarts of one state directory.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -31,61 +32,18 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 
 from lmos.errors import Errno, SyscallError
+from lmos.kernel import schema as _schema
 
 T = TypeVar("T")
 log = logging.getLogger("lmos.journal")
 
-# Each entry upgrades the schema by one version.  Later issues append entries;
-# existing ones never change, so old state directories migrate forward.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE processes (
-        pid INTEGER PRIMARY KEY, ppid INTEGER, uid INTEGER, app TEXT, argv TEXT, model TEXT,
-        state TEXT, exit_status INTEGER, error TEXT, created REAL, ended REAL);
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL, pid INTEGER, uid INTEGER, name TEXT,
-        cap TEXT, decision TEXT, errno INTEGER, duration_us INTEGER, digest TEXT);
-    CREATE INDEX audit_pid ON audit(pid);
-    """,
-    # v2 (userland): the per-user virtual filesystem and the kv_get/kv_set store.
-    """
-    CREATE TABLE files (
-        uid INTEGER NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL, data BLOB,
-        size INTEGER NOT NULL DEFAULT 0, owner INTEGER NOT NULL, tainted INTEGER NOT NULL DEFAULT 0,
-        mtime REAL NOT NULL, PRIMARY KEY (uid, path));
-    CREATE TABLE kvstore (
-        uid INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, mtime REAL NOT NULL,
-        PRIMARY KEY (uid, key));
-    """,
-    # v3 (context memory): swapped/resident context pages and core memory, per pid.
-    """
-    CREATE TABLE mem_pages (
-        pid INTEGER NOT NULL, page INTEGER NOT NULL, pos INTEGER NOT NULL, role TEXT NOT NULL,
-        title TEXT NOT NULL, text TEXT NOT NULL, tokens BLOB NOT NULL, ntokens INTEGER NOT NULL,
-        state TEXT NOT NULL, pinned INTEGER NOT NULL, last_use INTEGER NOT NULL, PRIMARY KEY (pid, page));
-    CREATE TABLE mem_core (
-        pid INTEGER NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, mtime REAL NOT NULL,
-        PRIMARY KEY (pid, name));
-    """,
-    # v4 (security): a kv value written by a tainted process taints whoever reads it, like a file.
-    """
-    ALTER TABLE kvstore ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;
-    """,
-    # v5 (paging frees memory): the recall index of swapped pages lives on disk, not in RAM
-    # (kernel/recall.py): a page's content words and their counts, while it is swapped.
-    """
-    ALTER TABLE mem_pages ADD COLUMN nwords INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE mem_terms (
-        pid INTEGER NOT NULL, term TEXT NOT NULL, page INTEGER NOT NULL, tf INTEGER NOT NULL,
-        PRIMARY KEY (pid, term, page)) WITHOUT ROWID;
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
+MIGRATIONS = _schema.MIGRATIONS  # the schema's versions (kernel/schema.py)
+SCHEMA_VERSION = _schema.SCHEMA_VERSION
 PID_CHUNK = 1000
 FIRST_PID = 2  # pid 1 is init (the host side of the embedding API)
 
@@ -102,10 +60,24 @@ class Journal:
         self._next_pid = 0
         self._pid_limit = 0
         self.closed = False
+        # Group commit of the syscall journal (kernel/sysjournal.py): ``ride(c)`` runs inside every
+        # transaction before COMMIT and writes the journal rows waiting then, so they share the fsync
+        # of whatever commits next; ``rode(token, ok)`` runs after COMMIT (ok) or ROLLBACK.
+        self.ride: Callable[[sqlite3.Connection], object] | None = None
+        self.rode: Callable[[object, bool], None] | None = None
+        self.writes_in_flight = 0  # durable writes started and not yet returned (:meth:`write`)
+        self.on_written: Callable[[], None] | None = None  # called on the event loop after each
+        self.read_only = False  # opened read-only (a read-only state directory, see :meth:`open`)
 
     # -- opening -----------------------------------------------------------
     @classmethod
-    def open(cls, state_dir: str) -> Journal:
+    def open(cls, state_dir: str, *, read_only_ok: bool = False) -> Journal:
+        """The database of ``state_dir``, created if need be, locked against a second kernel.
+
+        A read-only state directory (a read-only file system, or one this user may not write) is
+        EROFS, unless ``read_only_ok`` (the front ends' storage commands: ``lmos replay``,
+        ``lmos audit``): then the database is opened read-only, queued writes are dropped and a
+        durable write fails with EROFS."""
         lock_fd: int | None = None
         if state_dir == ":memory:":
             path = ":memory:"
@@ -115,6 +87,12 @@ class Journal:
                 private_dir(d)
                 lock_fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as exc:
+                if _read_only(d, exc):
+                    if read_only_ok:
+                        return cls._open_read_only(d)
+                    raise SyscallError(Errno.EROFS, f"state directory {d} is read-only ({exc.strerror}): "
+                                       "a kernel must write it; `lmos replay` and `lmos audit` can read it"
+                                       ) from None
                 raise SyscallError(Errno.EACCES, f"state directory {d}: {exc.strerror}") from None
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,6 +114,35 @@ class Journal:
             raise
         return j
 
+    @classmethod
+    def _open_read_only(cls, d: Path) -> Journal:
+        path = d / "lmos.db"
+        if not path.exists():
+            raise SyscallError(Errno.ENOENT, f"state directory {d} is read-only and holds no database")
+        conn: sqlite3.Connection | None = None
+        for mode in ("mode=ro", "immutable=1"):  # a WAL database needs its -shm: else read it as a file
+            try:
+                conn = sqlite3.connect(f"file:{quote(str(path))}?{mode}", uri=True, check_same_thread=False,
+                                       isolation_level=None)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                break
+            except sqlite3.Error:
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is None:
+            raise SyscallError(Errno.EROFS, f"state directory {d} is read-only; its database cannot be read")
+        j = cls(conn, None, str(path))
+        j.read_only = True
+        version = j.schema_version
+        if version > SCHEMA_VERSION:
+            j.close()
+            raise SyscallError(Errno.EINVAL, f"state directory schema v{version} is newer than this lmos "
+                               f"{lmos_version()} (schema v{SCHEMA_VERSION}): upgrade lmos")
+        row = conn.execute("SELECT value FROM meta WHERE key='next_pid'").fetchone() if version else None
+        j._next_pid = j._pid_limit = int(row[0]) if row else FIRST_PID
+        return j
+
     def _setup(self) -> None:
         c = self.conn
         if self.path != ":memory:":
@@ -143,18 +150,34 @@ class Journal:
         c.execute("PRAGMA synchronous=FULL")
         c.execute("PRAGMA foreign_keys=ON")
         version = c.execute("PRAGMA user_version").fetchone()[0]
+        mine = lmos_version()
         if version > SCHEMA_VERSION:
-            raise SyscallError(Errno.EINVAL, f"state directory schema v{version} is newer than "
-                               f"this lmos (v{SCHEMA_VERSION})")
+            try:
+                row = c.execute("SELECT value FROM meta WHERE key='lmos_version'").fetchone()
+            except sqlite3.Error:
+                row = None
+            writer = f"lmos {row[0]}" if row else "a newer lmos"
+            raise SyscallError(Errno.EINVAL, f"state directory schema v{version} (written by {writer}) is "
+                               f"newer than this lmos {mine} (schema v{SCHEMA_VERSION}): upgrade lmos")
         for v in range(version, SCHEMA_VERSION):
             c.execute("BEGIN")
             for stmt in _statements(MIGRATIONS[v]):
                 c.execute(stmt)
             c.execute(f"PRAGMA user_version={v + 1}")
             c.execute("COMMIT")
+        if not self._recorded(mine):
+            try:  # which lmos wrote this schema, for the error an older one gives (above)
+                c.execute("INSERT INTO meta(key, value) VALUES('lmos_version', ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (mine,))
+            except sqlite3.OperationalError:
+                pass  # a read-only database: nothing to record
         row = c.execute("SELECT value FROM meta WHERE key='next_pid'").fetchone()
         self._next_pid = int(row[0]) if row else FIRST_PID
         self._pid_limit = self._next_pid
+
+    def _recorded(self, version: str) -> bool:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='lmos_version'").fetchone()
+        return bool(row) and row[0] == version
 
     @property
     def schema_version(self) -> int:
@@ -163,7 +186,7 @@ class Journal:
     # -- pids --------------------------------------------------------------
     def alloc_pid(self) -> int:
         """A pid never handed out before in this state directory."""
-        if self._next_pid >= self._pid_limit:
+        if self._next_pid >= self._pid_limit and not self.read_only:  # read-only: pids of this run only
             self._pid_limit = self._next_pid + PID_CHUNK
             with self._mutex:
                 self.conn.execute("INSERT INTO meta(key, value) VALUES('next_pid', ?) "
@@ -175,24 +198,50 @@ class Journal:
 
     # -- writing -----------------------------------------------------------
     def post(self, sql: str, params: Sequence[Any]) -> None:
-        """Queue a best-effort write; committed by the next :meth:`flush`."""
-        if not self.closed:
+        """Queue a best-effort write; committed by the next :meth:`flush` (dropped when read-only)."""
+        if not self.closed and not self.read_only:
             self._queue.append((sql, params))
+
+    def take_queued(self) -> list[tuple[str, Sequence[Any]]]:
+        """The queued best-effort writes, for a caller that commits them in its own transaction
+        (the syscall journal's group commit, :mod:`lmos.kernel.sysjournal`)."""
+        batch, self._queue = self._queue, []
+        return batch
+
+    def requeue(self, batch: list[tuple[str, Sequence[Any]]]) -> None:
+        """Put back writes taken with :meth:`take_queued` whose transaction rolled back, first."""
+        if batch:
+            self._queue[:0] = batch
 
     def flush_sync(self) -> None:
         if not self._queue or self.closed:
             return
         batch, self._queue = self._queue, []
+
+        def run(c: sqlite3.Connection) -> None:
+            for sql, params in batch:
+                c.execute(sql, params)
+
+        self._transaction(run, "BEGIN")
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        token: object = None
         with self._mutex:
             c = self.conn
-            c.execute("BEGIN")
+            c.execute(begin)
             try:
-                for sql, params in batch:
-                    c.execute(sql, params)
+                out = fn(c)
+                if self.ride is not None:
+                    token = self.ride(c)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
+                if token is not None and self.rode is not None:  # before the next transaction can start
+                    self.rode(token, False)
                 raise
+        if token is not None and self.rode is not None:
+            self.rode(token, True)
+        return out
 
     async def flush(self) -> None:
         if self._queue:
@@ -202,20 +251,24 @@ class Journal:
         """Run ``fn`` inside one committed transaction (blocking)."""
         if self.closed:
             raise SyscallError(Errno.EIO, "journal is closed")
-        with self._mutex:
-            c = self.conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(c)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
+        if not self.read_only:
+            return self._transaction(fn, "BEGIN IMMEDIATE")
+        try:  # reads in a transaction go on; the first write is refused
+            return self._transaction(fn, "BEGIN")
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):
                 raise
-            return out
+            raise SyscallError(Errno.EROFS, f"the state directory of {self.path} is read-only") from None
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Durable write: returns once committed.  Runs off the event loop."""
-        return await anyio.to_thread.run_sync(self.transaction_sync, fn)
+        self.writes_in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(self.transaction_sync, fn)
+        finally:
+            self.writes_in_flight -= 1
+            if self.on_written is not None:
+                self.on_written()
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._mutex:
@@ -243,6 +296,14 @@ class Journal:
                 self._lock_fd = None
 
 
+def _read_only(d: Path, exc: OSError) -> bool:
+    """Is ``exc`` (opening the lock file) a state directory this process may read but not write?"""
+    if exc.errno == errno.EROFS:
+        return True
+    return exc.errno in (errno.EACCES, errno.EPERM) and os.access(d, os.R_OK | os.X_OK) and \
+        (d / "lmos.db").exists() and not os.access(d, os.W_OK)
+
+
 def private_dir(d: Path) -> None:
     """Make ``d`` (created if missing) a directory only its owner can enter, and every file and
     socket directly in it owner-only.  Modes this process cannot change (another user's
@@ -266,6 +327,15 @@ def private_dir(d: Path) -> None:
             else:
                 log.warning("%s (uid %d) in the state directory is open to others: mode %o", entry.path,
                             est.st_uid, stat.S_IMODE(est.st_mode))
+
+
+def lmos_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("lmos")
+    except (ImportError, PackageNotFoundError):
+        return "(unknown version)"
 
 
 def _statements(script: str) -> list[str]:

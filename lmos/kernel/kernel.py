@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from lmos.config import Config
 from lmos.drivers.base import Driver, SamplingParams
 from lmos.errors import Errno, SyscallError
-from lmos.kernel import generation, signals
+from lmos.kernel import generation, lifecycle, signals
 from lmos.kernel.counters import KernelCounters
 from lmos.kernel.events import EventBus
 from lmos.kernel.files import FileStore
@@ -30,6 +30,7 @@ from lmos.kernel.identity import operator_uid_of, resolve_host_uid
 from lmos.kernel.ipc import ChannelTable
 from lmos.kernel.journal import Journal
 from lmos.kernel.kvpolicy import KVAdvisor
+from lmos.kernel.lifecycle import INIT_PID as INIT_PID  # pid 1, the host program
 from lmos.kernel.memmanager import MemoryManager
 from lmos.kernel.pagestore import PageStore
 from lmos.kernel.policies import make_policy
@@ -37,18 +38,19 @@ from lmos.kernel.process import Process, Signal, State
 from lmos.kernel.quota import StoreQuota
 from lmos.kernel.request import GenRequest
 from lmos.kernel.scheduler import Scheduler, no_driver
+from lmos.kernel.sysjournal import SysJournal, enabled
 
-INIT_PID = 1
 Program = Callable[[Process], Awaitable[Any]]
 
 
 class ProcessExit(Exception):
     """Raised by the ``exit`` syscall to end the calling program."""
 
-    def __init__(self, status: int, result: Any = None) -> None:
+    def __init__(self, status: int, result: Any = None, error: SyscallError | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.result = result
+        self.error = error  # why the kernel ended the program (a recovery that could not replay)
 
 
 class KernelCore:
@@ -66,6 +68,10 @@ class KernelCore:
         quota = StoreQuota()  # one per-uid budget for files, kv values and context pages (kernel/quota.py)
         self.memory = MemoryManager(PageStore(journal, quota), config.keep_ended_pages)  # kernel/memory.py
         self.files = FileStore(journal, quota=quota)  # the per-user file and kv store (kernel/files.py)
+        self.quota = quota
+        # the syscall journal (kernel/sysjournal.py): every completed syscall of a process, durable
+        self.sysjournal = SysJournal(journal, quota, config.journal_keep_seconds) \
+            if enabled(config.journal, journal.path) and not journal.read_only else None
         # Init is the host program (the embedding API): it acts as the host's user, so what it
         # writes its apps can read, and the processes it starts run as that user, never as root
         # by accident.  Its kernel powers (any uid, every process) come from being pid 1, not uid 0.
@@ -99,6 +105,8 @@ class KernelCore:
     def attach(self, tg: TaskGroup) -> None:
         self._tg = tg
         tg.start_soon(self.journal.run_flusher)
+        if self.sysjournal is not None:
+            tg.start_soon(self.sysjournal.run)
 
     def add_driver(self, name: str, driver: Driver, *, threaded: bool | None = None) -> Scheduler:
         if name in self.schedulers:
@@ -155,7 +163,7 @@ class KernelCore:
     def spawn(self, program: Program, *, parent: Process, app: str, argv: list[str], model: str | None,
               uid: int, caps: frozenset[str], priority: int = 0, weight: float = 1.0,
               token_quota: int | None = None, max_children: int | None = None,
-              wall_seconds: float | None = None) -> Process:
+              wall_seconds: float | None = None, pid: int | None = None) -> Process:
         """Start ``program`` as a child of ``parent``.
 
         Limits are checked narrowest first, so the error names who is at fault: the
@@ -167,6 +175,8 @@ class KernelCore:
         parent still runs under a strict one.  Init's children are the operator's
         (the embedding API, front ends' sessions): only the request's own range
         applies; a uid-0 parent may also give better priority and weight.
+        ``pid`` is for recovery only (lmos.syscalls.recovery): a process of the previous run
+        goes on under its own pid.
         """
         cfg = self.config
         if self._tg is None:
@@ -194,7 +204,8 @@ class KernelCore:
             left = parent.tokens_left()
             if left is not None:
                 token_quota = max(0, left if token_quota is None else min(token_quota, left))
-        pid = self.journal.alloc_pid()
+        recovered = pid is not None
+        pid = self.journal.alloc_pid() if pid is None else pid
         p = Process(pid=pid, ppid=parent.pid, uid=uid, app=app, argv=list(argv), model=name, caps=caps,
                     priority=priority, weight=weight, token_quota=token_quota,
                     max_children=cfg.max_children if max_children is None else max_children,
@@ -202,32 +213,29 @@ class KernelCore:
         self.procs[pid] = p
         parent.children.add(pid)
         self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
-        self.journal.post("INSERT INTO processes(pid, ppid, uid, app, argv, model, state, created) "
-                          "VALUES(?,?,?,?,?,?,?,?)",
-                          (pid, p.ppid, uid, app, json.dumps(p.argv), name, p.state.value, time.time()))
+        if recovered:
+            self.journal.post("UPDATE processes SET ppid=?, state=? WHERE pid=?",
+                              (p.ppid, p.state.value, pid))
+        else:
+            limits = {"token_quota": token_quota, "priority": priority, "weight": weight,
+                      "wall_seconds": wall_seconds, "max_children": p.max_children}
+            self.journal.post("INSERT INTO processes(pid, ppid, uid, app, argv, model, state, created, caps, "
+                              "limits) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                              (pid, p.ppid, uid, app, json.dumps(p.argv), name, p.state.value, time.time(),
+                               json.dumps(sorted(caps)), json.dumps(limits)))
         p.set_state(State.READY)
         self._tg.start_soon(self._run, p, program, name=f"pid {pid} {app}")
         return p
 
-    def _admit(self, uid: int) -> None:
-        """May ``uid`` have one more process?  EAGAIN if not (zombies count until reaped).
+    def restore_zombie(self, p: Process, parent: Process) -> None:
+        """Recovery (lmos.syscalls.recovery): a child that ended before a crash and that its recovered
+        parent had not waited for goes back into the table as a zombie, for that wait."""
+        self.procs[p.pid] = p
+        parent.children.add(p.pid)
+        self._per_uid[p.uid] = self._per_uid.get(p.uid, 0) + 1
 
-        Per-uid limits come before the global one.  The last ``procs_reserve``
-        slots of the table (at most a quarter of it) are kept for uids with fewer than
-        ``procs_reserved_per_uid`` processes, so users who together fill the rest
-        of the table cannot lock a third one out.
-        """
-        cfg = self.config
-        mine = self._per_uid.get(uid, 0)
-        if mine >= cfg.max_procs_per_uid:
-            raise SyscallError(Errno.EAGAIN, f"uid {uid} has too many processes ({cfg.max_procs_per_uid})")
-        used = len(self.procs) - 1
-        reserve = min(cfg.procs_reserve, cfg.max_procs // 4)
-        if mine >= cfg.procs_reserved_per_uid and used >= cfg.max_procs - reserve:
-            raise SyscallError(Errno.EAGAIN, f"uid {uid} has used its share of the process table "
-                                             f"({used} of {cfg.max_procs} slots in use)")
-        if used >= cfg.max_procs:
-            raise SyscallError(Errno.EAGAIN, f"process table full ({cfg.max_procs})")
+    def _admit(self, uid: int) -> None:
+        lifecycle.admit(self, uid)
 
     async def _run(self, p: Process, program: Program) -> None:
         status, error, result = 0, None, None
@@ -242,6 +250,8 @@ class KernelCore:
                 result = await program(p)
             except ProcessExit as e:
                 status, result = e.status, e.result
+                if e.error is not None:
+                    error, p.errno = str(e.error), int(e.error.errno)
             except SyscallError as e:
                 status, error = 1, str(e)
                 p.errno = int(e.errno)
@@ -259,64 +269,10 @@ class KernelCore:
             await self._finish(p, status, error, result, killed=sig is not None)
 
     async def _finish(self, p: Process, status: int, error: str | None, result: Any, *, killed: bool) -> None:
-        self._scopes.pop(p.pid, None)
-        self._intr.pop(p.pid, None)
-        cont = self._cont.pop(p.pid, None)
-        if cont is not None:
-            cont.set()
-        sched = self.schedulers.get(p.model)
-        if sched is not None:
-            sched.withdraw(p)
-            if p.request is not None:
-                p.request.fail(SyscallError(Errno.ESRCH, "process ended"))
-                p.request = None
-            if p.has_seq:
-                async with sched.lock:
-                    sched.driver.free(p.pid)
-                sched.kv.forget(p.pid)
-                p.has_seq = False
-            sched.kick()
-        self.channels.release(p.pid)
-        await self.memory.release(p.pid)  # its pages leave RAM, and the store unless kept
-        try:
-            json.dumps(result)
-        except (TypeError, ValueError):
-            result = repr(result)
-        p.result, p.error, p.exit_status = result, error, status
-        p.set_state(State.KILLED if killed else State.EXITED)
-        for cpid in list(p.children):  # orphans go to init, which reaps them as they end
-            child = self.procs.get(cpid)
-            if child is None:
-                continue
-            child.ppid = INIT_PID
-            child.adopted = True
-            if child.ended:
-                self._reap(child)
-            else:
-                self.init.children.add(cpid)
-        p.children.clear()
-        self.events.publish(p.pid, kind="exit", exit_status=status, state=p.state.value, data=result)
-        self.events.close(p.pid)
-        self.journal.post("UPDATE processes SET state=?, exit_status=?, error=?, ended=? WHERE pid=?",
-                          (p.state.value, status, error, time.time(), p.pid))
-        self._exited.set()
-        self._exited = anyio.Event()
-        parent = self.procs.get(p.ppid)
-        if parent is None or parent.ended or p.adopted:
-            self._reap(p)
+        await lifecycle.finish(self, p, status, error, result, killed=killed)
 
     def _reap(self, p: Process) -> None:
-        """Drop an ended process from the table: its slot, its uid's count, what others kept for it."""
-        if p.reaped:
-            return
-        p.reaped = True
-        if self.procs.pop(p.pid, None) is not None:
-            self._per_uid[p.uid] = self._per_uid.get(p.uid, 1) - 1
-        parent = self.procs.get(p.ppid)
-        if parent is not None:
-            parent.children.discard(p.pid)
-        for hook in self.on_reap:
-            hook(p)
+        lifecycle.reap(self, p)
 
     async def wait(self, caller: Process, pid: int | None = None, timeout: float | None = None) -> Process:
         """Wait for a child (or, for init, any process) to end; reap and return it."""
@@ -372,11 +328,13 @@ class KernelCore:
 
     async def generate_n(self, p: Process, token_ids: list[int], *, n: int, reset: bool,
                          sampling: SamplingParams, max_tokens: int, stop: tuple[str, ...] = (),
-                         stop_token_ids: frozenset[int] = frozenset()) -> list[GenRequest]:
+                         stop_token_ids: frozenset[int] = frozenset(),
+                         on_fork: Callable[[list[int]], None] | None = None) -> list[GenRequest]:
         """``n`` choices from one prefill of ``token_ids``, forks of one context (see
         :func:`lmos.kernel.generation.generate_n`)."""
         return await generation.generate_n(self, p, token_ids, n=n, reset=reset, sampling=sampling,
-                                           max_tokens=max_tokens, stop=stop, stop_token_ids=stop_token_ids)
+                                           max_tokens=max_tokens, stop=stop, stop_token_ids=stop_token_ids,
+                                           on_fork=on_fork)
 
     def watch(self, pid: int) -> None:
         """Somebody subscribed to ``pid``: its scheduler emits token events while the

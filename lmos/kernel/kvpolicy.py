@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from lmos.drivers.base import Driver, KVCost, KVLocation, StepPlan
+from lmos.drivers.base import Driver, KVCost, KVLocation, StepPlan, is_request_level
 from lmos.kernel.process import Process
 
 Mode = Literal["adaptive", "keep", "swap", "drop"]
@@ -44,10 +44,15 @@ class KVAdvisor:
         self._moves: dict[int, Move] = {}
         self.counts = {"keep": 0, "swap": 0, "drop": 0, "evict_swap": 0, "evict_drop": 0}
         self._swap_full = False  # a swap out failed for lack of host space; cleared once all are back
+        # A request-level driver (a model behind a server) holds no KV the kernel could keep or
+        # swap: each request sends the whole context, so its sequences are always "dropped".
+        self.request_level = is_request_level(driver)
+        if self.request_level:
+            self.mode = "drop"
 
     # -- bookkeeping -------------------------------------------------------
     def track(self, pid: int) -> None:
-        self.loc[pid] = "device"
+        self.loc[pid] = "none" if self.request_level else "device"
 
     def forget(self, pid: int) -> None:
         self.loc.pop(pid, None)

@@ -31,7 +31,7 @@ class MemoryManager:
     mems: dict[int, ContextMemory] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.keep_ended:
+        if not self.keep_ended and not self.store.journal.read_only:
             try:
                 self.store.sweep_ended()
             except (sqlite3.Error, SyscallError) as exc:  # a read-only state directory: nothing to free

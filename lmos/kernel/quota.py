@@ -2,6 +2,7 @@
 
 Everything a user's processes leave in the kernel's database counts against
 one budget (``MAX_STORE_BYTES`` by default): file contents, kv keys and values,
+the syscall journals kept after their process ended (kernel/sysjournal.py),
 and the pages and core memory of context memory (which outlive their process:
 a page-out must stay readable).  Separate limits per kind would let one user
 fill the disk by spreading over the kinds, or by starting process after
@@ -60,6 +61,7 @@ class StoreQuota:
                       "GROUP BY p.uid").fetchall())
         add(c.execute(f"SELECT p.uid, SUM({CORE_BYTES}) FROM mem_core m JOIN processes p ON p.pid = m.pid "
                       "GROUP BY p.uid").fetchall())
+        add(c.execute("SELECT uid, SUM(bytes) FROM sysjournal_kept GROUP BY uid").fetchall())
         return used
 
     def used(self, c: sqlite3.Connection, uid: int) -> int:

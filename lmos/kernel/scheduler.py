@@ -18,6 +18,10 @@ the whole heap (see ``StepItem`` and :mod:`lmos.kernel.policies`).
 Memory pressure is resolved here too: when the next candidate does not fit in
 the free blocks, sequences that are not in this step give theirs up, BLOCKED
 ones first, by swap or drop according to :mod:`lmos.kernel.kvpolicy`.
+
+A request-level driver (a model behind a server) has no steps: its loop is
+:class:`lmos.kernel.reqsched.RequestRunner`, which starts whole requests in the
+policy's order, at most the driver's ``max_in_flight`` at once.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from lmos.drivers.base import Driver, StepItem, StepPlan
+from lmos.drivers.base import Driver, StepItem, StepPlan, is_request_level
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.counters import STEP_BUCKETS, Histogram
 from lmos.kernel.kvpolicy import KVAdvisor
@@ -39,6 +43,7 @@ from lmos.kernel.policies import Policy
 from lmos.kernel.process import Process, State
 
 if TYPE_CHECKING:
+    from lmos.kernel.reqsched import RequestRunner
     from lmos.kernel.request import GenRequest
 
 log = logging.getLogger("lmos.scheduler")
@@ -75,6 +80,11 @@ class Scheduler:
         self.sched_cpu = 0.0
         self.step_hist, self.tick_hist = Histogram(STEP_BUCKETS), Histogram(STEP_BUCKETS)  # for /metrics
         self.tokens = 0
+        self.requests: RequestRunner | None = None  # the loop of a request-level driver
+        if is_request_level(driver):
+            from lmos.kernel.reqsched import RequestRunner
+
+            self.requests = RequestRunner(self)
 
     # -- run queue ---------------------------------------------------------
     def submit(self, proc: Process) -> None:
@@ -89,6 +99,8 @@ class Scheduler:
     def withdraw(self, proc: Process) -> None:
         self.runnable.pop(proc.pid, None)
         self.running.discard(proc.pid)
+        if self.requests is not None:
+            self.requests.cancel(proc.pid)  # closes its request's stream to the server
 
     def kick(self) -> None:
         self._wakeup.set()
@@ -99,6 +111,9 @@ class Scheduler:
 
     # -- the loop ----------------------------------------------------------
     async def run(self) -> None:
+        if self.requests is not None:
+            await self.requests.run()
+            return
         while True:
             if not self._has_work():
                 if self.on_flush is not None:

@@ -21,7 +21,8 @@ Routes (JSON bodies; errors ``{"error": {"errno", "message"}}`` with a 4xx/5xx):
 * ``POST /v1/processes`` (spawn an app; ``"stream": true``: its events as SSE from the start),
   ``GET /v1/processes`` (ps), ``GET /v1/processes/{pid}``, ``GET /v1/processes/{pid}/events`` (SSE),
   ``GET /v1/processes/{pid}/result`` (again and again), ``POST /v1/processes/{pid}/wait``,
-  ``POST /v1/processes/{pid}/signal``, ``DELETE /v1/processes/{pid}`` (kill)
+  ``POST /v1/processes/{pid}/signal``, ``DELETE /v1/processes/{pid}`` (kill),
+  ``GET /v1/processes/{pid}/replay`` (its syscall journal, verified: lmos/server/replay.py)
 * OpenAI-compatible ``POST /v1/completions``, ``POST /v1/chat/completions`` and
   ``POST /v1/responses`` (see :mod:`lmos.server.openai`; errors there in the OpenAI shape)
 """
@@ -42,7 +43,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from lmos.errors import Errno, SyscallError
-from lmos.server import apps, openai
+from lmos.server import apps, openai, replay
 from lmos.server.access import Access, Principal
 from lmos.server.metrics import Metrics, Observed
 from lmos.server.session import Session, Sessions, completion, reaped
@@ -161,6 +162,9 @@ class API:
     def follow(self, me: Session, pid: int) -> AsyncIterator[tuple[str, Any]]:
         """Token events of a streamed completion, then its result; the process dies with the client.
 
+        With ``n`` choices a ``fork`` item (the choices' sequence ids) comes before their tokens,
+        each token's ``pid`` names its choice, and the result holds ``choices``.
+
         Call it right after the spawn: the subscription is claimed at the call.
         """
         return self._follow(me, pid, me.watched(pid))
@@ -172,10 +176,15 @@ class API:
             async for ev in events:
                 if ev.kind == "token":
                     yield "token", ev
+                elif ev.kind == "fork":  # n choices stream from here (see lmos.syscalls.llm)
+                    yield "fork", ev.data["pids"]
             w = await me.wait(pid, keep=False)  # the stream hands the result on
             done = True
             try:
-                yield "done", completion(pid, w)
+                r = completion(pid, w)
+                if isinstance(w.result, dict) and w.result.get("choices"):
+                    r["choices"] = w.result["choices"]
+                yield "done", r
             except SyscallError as exc:
                 yield "error", {"errno": exc.errno.name, "message": exc.message}
         finally:
@@ -345,6 +354,7 @@ def create_app(kernel: Kernel, *, uid: int, token: str | None = None, keys: Mapp
         Route("/v1/processes/{pid}/result", g(api.result), methods=["GET"]),
         Route("/v1/processes/{pid}/wait", g(api.wait), methods=["POST"]),
         Route("/v1/processes/{pid}/signal", g(api.signal), methods=["POST"]),
+        Route("/v1/processes/{pid}/replay", g(lambda r, c: replay.get(api, r, c)), methods=["GET"]),
         *compat.routes(g),  # /v1/models, /v1/completions, /v1/chat/completions
     ]
 

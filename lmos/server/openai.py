@@ -6,9 +6,10 @@ with ``"stream": true``, ending in ``data: [DONE]``).  ``/v1/chat/completions``
 format, with function tools, and streams token by token.  ``GET /v1/models``
 lists the loaded models.  Fields that change the result and that lmos does not
 implement (``logprobs``, ``echo``, ``best_of``, penalties other than 0,
-``response_format`` other than text) are refused with 400 rather than
-ignored; unknown fields are ignored, as SDKs send many optional ones.  The
-``model`` field must name a loaded model (``"default"`` is the first).
+``response_format`` other than text and ``json_object``, which constrained
+decoding enforces) are refused with 400 rather than ignored; unknown fields
+are ignored, as SDKs send many optional ones.  The ``model`` field must name
+a loaded model (``"default"`` is the first).
 
 Errors on these routes have the OpenAI body shape (``error.message``,
 ``type``, ``param``, ``code``), with lmos's ``errno`` riding along, so SDKs

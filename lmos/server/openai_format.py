@@ -4,12 +4,16 @@ Three jobs, kept apart from the HTTP handler so each can be tested alone:
 
 * **Rendering.** OpenAI messages (``developer`` is ``system``; content parts
   joined; assistant ``tool_calls`` with JSON-string arguments; ``tool``
-  results) become the model's chat format.  The built-in model's format has no
-  tool *declarations* yet, so ``tools`` map onto its call format only:
-  ``<|call|>{"tool": NAME, "args": {...}}`` turns, one per call, results as
-  ``<|tool|>`` turns.  Template models get ``tools`` rendered by their own
-  chat template (the ``chat_format`` syscall), calls as ``<tool_call>``.
-  Every message is a data segment, so a control-token string in it stays text.
+  results, put in the order of the calls they answer by ``tool_call_id``)
+  become the model's chat format.  For lmos-format models ``tools`` are the
+  format's tool declarations (:func:`lmos.chatformat.validate_tools`, a bad
+  schema is a 400 naming the field; the signature block in the system turn),
+  parallel calls one ``<|call|>{"tool": NAME, "args": {...}}`` after another,
+  results as ``<|tool|>`` turns: exactly what the model is trained on
+  (:func:`lmos.chatformat.render_segments`).  Template models get ``tools``
+  rendered by their own chat template (the ``chat_format`` syscall), calls as
+  ``<tool_call>``.  Every message is a data segment, so a control-token string
+  in it stays text.
 * **tool_choice.** ``required`` and a named function are *enforced*, not
   hoped for: the assistant turn is prefilled with the call marker (and the
   function's name), so what the model writes is the rest of the call.
@@ -29,7 +33,6 @@ import uuid
 from typing import Any
 
 from lmos.chatformat import (
-    ASSISTANT,
     CALL,
     DEFAULT_SYSTEM_PROMPT,
     END,
@@ -37,7 +40,10 @@ from lmos.chatformat import (
     MalformedCall,
     Segment,
     call_json,
+    render_segments,
+    validate_tools,
 )
+from lmos.errors import SyscallError
 from lmos.server.wire import HTTPError
 
 END_MARKERS = (END, "<|im_end|>", "</s>", "<|eot_id|>", "<|endoftext|>")
@@ -103,23 +109,88 @@ def normalize(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role == "tool":
             msg["tool_call_id"] = str(m.get("tool_call_id") or "")
         out.append(msg)
+    return _results_in_call_order(out)
+
+
+def _results_in_call_order(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``tool`` messages after each assistant turn with calls, in the order of its calls.
+
+    They are matched by ``tool_call_id``, as OpenAI does: a result that answers no call of
+    the turn before it, or a call left without its result, is a 400 (the model would read
+    results against the wrong calls).  Results without ids keep the order they came in.
+    """
+    out = list(msgs)
+    calls: dict[str, int] = {}  # the open turn's call ids -> their order
+    turn = group = -1  # the open assistant turn; where its results start
+    for i, m in enumerate([*out, {"role": "end"}]):
+        if m["role"] == "tool" and calls and m["tool_call_id"]:
+            if m["tool_call_id"] not in calls:
+                raise bad(f"messages[{i}].tool_call_id {m['tool_call_id'][:64]!r} answers no call of "
+                          f"messages[{turn}]", f"messages[{i}].tool_call_id")
+            continue
+        if m["role"] == "tool":
+            continue
+        if calls and group >= 0:
+            results = out[group:i]
+            answered = [r["tool_call_id"] for r in results if r["tool_call_id"]]
+            if answered or not results:
+                missing = [cid for cid in calls if cid not in answered]
+                if missing or len(set(answered)) != len(answered):
+                    what = f"no result for {', '.join(missing)}" if missing else "a call answered twice"
+                    raise bad(f"messages[{turn}]: each tool call needs one 'tool' message with its "
+                              f"tool_call_id ({what})", f"messages[{turn}]")
+                out[group:i] = sorted(results, key=lambda r: calls.get(r["tool_call_id"], len(calls)))
+        calls, turn, group = {}, -1, -1
+        if m["role"] == "assistant" and m.get("calls") and all(cid for cid, _, _ in m["calls"]):
+            calls, turn, group = {cid: k for k, (cid, _, _) in enumerate(m["calls"])}, i, i + 1
     return out
 
 
-def lmos_segments(msgs: list[dict[str, Any]]) -> list[Segment]:
-    """The built-in model's rendering of normalized messages (a system prompt added if missing)."""
+def declarations(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """``tools`` as the chat format's tool declarations; a bad schema is a 400 naming its field.
+
+    SDKs spell an optional argument ``{"anyOf": [{"type": T}, {"type": "null"}]}`` or
+    ``{"type": [T, "null"]}`` (openai-agents does for ``x: T | None = None``); the format's
+    types are single, so such a property is read as type ``T``.
+    """
+    if not tools:
+        return []
+    try:
+        return validate_tools([_nullable_as_plain(t) for t in tools])
+    except SyscallError as exc:
+        raise bad(exc.message, exc.message.split(": ", 1)[0]) from None
+
+
+def _nullable_as_plain(tool: Any) -> Any:
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    params = fn.get("parameters") if isinstance(fn, dict) else None
+    props = params.get("properties") if isinstance(params, dict) else None
+    if not isinstance(fn, dict) or not isinstance(params, dict) or not isinstance(props, dict):
+        return tool
+    fixed = {}
+    for key, schema in props.items():
+        if isinstance(schema, dict) and "type" not in schema and "enum" not in schema:
+            kinds = [k for k in schema.get("anyOf") or []
+                     if not (isinstance(k, dict) and k.get("type") == "null")]
+            if len(kinds) == 1 and isinstance(kinds[0], dict):
+                schema = {**{k: v for k, v in schema.items() if k != "anyOf"}, **kinds[0]}
+        elif isinstance(schema, dict) and isinstance(schema.get("type"), list):
+            kinds = [k for k in schema["type"] if k != "null"]
+            if len(kinds) == 1:
+                schema = {**schema, "type": kinds[0]}
+        fixed[key] = schema
+    return {**tool, "function": {**fn, "parameters": {**params, "properties": fixed}}}
+
+
+def lmos_segments(msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[Segment]:
+    """The built-in model's rendering of normalized messages, ``tools`` declared (a system prompt
+    added if missing), ready for the assistant's turn."""
     if not msgs or msgs[0]["role"] != "system":
         msgs = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, *msgs]
-    out: list[Segment] = []
-    for m in msgs:
-        out.append((ROLE_MARKERS[m["role"]], False))
-        out.append((m["content"], True))
-        for _, name, args in m.get("calls") or []:
-            out.append((CALL, False))
-            out.append((json.dumps({"tool": name, "args": args}, ensure_ascii=False), True))
-        out.append((END + "\n", False))
-    out.append((ASSISTANT, False))
-    return [s for s in out if s[0]]
+    chat = [{"role": m["role"], "content": m["content"],
+             **({"tool_calls": [{"name": n, "arguments": a} for _, n, a in m["calls"]]} if m.get("calls")
+                else {})} for m in msgs]
+    return render_segments(chat, add_generation_prompt=True, tools=tools or None)
 
 
 def template_messages(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,10 +212,11 @@ def check_tools(tools: list[dict[str, Any]] | None, choice: Any) -> tuple[list[s
     names: list[str] = []
     for i, t in enumerate(tools or []):
         fn = t.get("function") if isinstance(t, dict) else None
-        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict) \
-                or not isinstance(fn.get("name"), str):
-            raise bad(f"tools[{i}]: only {{'type': 'function', 'function': {{'name': ...}}}} tools are "
-                      "supported", "tools")
+        if not isinstance(t, dict) or t.get("type") != "function":
+            raise bad(f"tools[{i}].type: only {{'type': 'function', 'function': {{'name': ...}}}} tools are "
+                      "supported", f"tools[{i}].type")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad(f"tools[{i}].function.name: missing", f"tools[{i}].function.name")
         names.append(fn["name"])
     if choice is None:
         return names, None, "auto" if names else "none"

@@ -17,6 +17,7 @@ and non-text input parts are a 400 too.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,11 +31,14 @@ from lmos.errors import Errno, SyscallError
 from lmos.server.openai_chat import ChatCompletionsReq, Plan, choice_of, plan, too_long
 from lmos.server.openai_format import TextStream, bad
 from lmos.server.session import completion, reaped
-from lmos.server.wire import Prob, Temp, Tokens, decode, json_response, sse, until_disconnect
+from lmos.server.wire import HTTPError, Prob, Temp, Tokens, decode, json_response, sse, until_disconnect
 
 if TYPE_CHECKING:
     from lmos.server.app import Caller
     from lmos.server.openai import OpenAI
+
+
+_FUNCTION = re.compile(r"^(tools\[\d+\])\.function")
 
 
 class ResponsesReq(msgspec.Struct, kw_only=True):
@@ -140,7 +144,14 @@ async def responses(o: OpenAI, request: Request, c: Caller) -> Response:
     model = await o.model(c, req.model)
     window = next((m.max_model_len for m in (await c.me.call("model_list")).models
                    if model is None or m.name == model), None)
-    p = await plan(c, chat, stops, window)
+    try:
+        p = await plan(c, chat, stops, window)
+    except HTTPError as exc:  # a tool's field as this API spells it (tools[i].parameters, no .function)
+        param = getattr(exc, "param", None)
+        if param and param.startswith("tools["):
+            exc.param = _FUNCTION.sub(r"\1", param)  # type: ignore[attr-defined]
+            exc.message = _FUNCTION.sub(r"\1", exc.message)
+        raise
     head: dict[str, Any] = {
         "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
         "model": req.model, "error": None, "incomplete_details": None, "instructions": req.instructions,

@@ -41,6 +41,9 @@ class ChatFormat(Req):
 
 class ChatFormatReply(Resp):
     format: str  # "lmos" | "template"
+    # lmos format only: whether the model was trained on the system turn's ``Tools:`` block (chat
+    # format v2).  A v1 model never saw one, so the agent loop does not show it one.
+    declares_tools: bool = True
     text: str = ""  # the rendering, when messages were given and format is "template"
     bos: str = ""  # text of the BOS token a fresh context should start with, if any
     # the rendering as (text, is_data) pieces for llm_generate(segments=...): joined, they are ``text``
@@ -60,6 +63,14 @@ def detect(tokenizer: Any) -> str:
     return "template" if isinstance(template, str) and "tool" in template else "lmos"
 
 
+def declares_tools(tokenizer: Any) -> bool:
+    """Whether an lmos-format model reads tool declarations: its shipped chat template renders the
+    ``Tools:`` block (chat format v2).  Without a transformers tokenizer (scripted drivers) it does."""
+    hf = getattr(tokenizer, "hf", None)
+    template = getattr(hf, "chat_template", None) if hf is not None else None
+    return hf is None or not isinstance(template, str) or "Tools:" in template
+
+
 @syscall(70, "chat_format", ChatFormat, ChatFormatReply, cap="llm")
 async def sys_chat_format(ctx: Ctx, req: ChatFormat) -> ChatFormatReply:
     """The chat format of the caller's model, and (for template models) a rendering of ``messages``."""
@@ -68,7 +79,7 @@ async def sys_chat_format(ctx: Ctx, req: ChatFormat) -> ChatFormatReply:
     hf = getattr(tok, "hf", None)
     bos = str(getattr(hf, "bos_token", None) or "") if hf is not None else ""
     if fmt != "template" or req.messages is None or hf is None:
-        return ChatFormatReply(format=fmt, bos=bos)
+        return ChatFormatReply(format=fmt, bos=bos, declares_tools=declares_tools(tok))
     for m in req.messages:
         role = m.get("role")
         if isinstance(role, str) and not _ROLE.fullmatch(role):

@@ -87,6 +87,7 @@ class ModelInfo(Resp):
     runnable: int
     steps: int
     tokens: int
+    tuning: str = ""  # the limits the driver chose at start, and whether auto or configured
 
 
 class ModelListReply(Resp):
@@ -167,6 +168,12 @@ async def sys_app_list(ctx: Ctx, req: AppList) -> AppListReply:
     return AppListReply(apps=apps)
 
 
+def tuning_of(driver: object) -> str:
+    """A driver's start-time sizing (lmos.drivers.autotune), one line; "" for drivers without one."""
+    tuning = getattr(driver, "tuning", None)
+    return str(tuning.summary()) if tuning is not None else ""
+
+
 @syscall(12, "model_list", ModelList, ModelListReply)
 async def sys_model_list(ctx: Ctx, req: ModelList) -> ModelListReply:
     """Loaded models with their driver limits and load."""
@@ -177,5 +184,6 @@ async def sys_model_list(ctx: Ctx, req: ModelList) -> ModelListReply:
                              max_tokens=lim.max_tokens, num_blocks=lim.num_blocks,
                              free_blocks=s.driver.kv_free(),
                              block_size=lim.block_size, max_model_len=lim.max_model_len,
-                             runnable=len(s.runnable), steps=s.steps, tokens=s.tokens))
+                             runnable=len(s.runnable), steps=s.steps, tokens=s.tokens,
+                             tuning=tuning_of(s.driver)))
     return ModelListReply(models=out)

@@ -10,16 +10,30 @@ string, ``max_tokens`` or the quota.
 With ``n > 1`` the prompt is prefilled once and ``n`` choices continue from forks
 of that context (copy-on-write KV); the reply's ``choices`` holds them all, its
 top-level fields describe choice 0 (the process's context afterwards), and
-``completion_tokens`` counts every choice's tokens.
+``completion_tokens`` counts every choice's tokens.  A streamed process (one
+with subscribers) streams every choice: once the forks exist its subscribers
+get a ``fork`` event whose ``data["pids"]`` lists the choices' sequence ids in
+choice order (the process's own pid first), then the token events of all
+choices interleaved, each carrying its choice's id as ``pid``.  Token events
+before the ``fork`` event belong to the shared prefill and are no choice's.
+
+``json_object`` makes the reply one JSON object by constrained decoding
+(:mod:`lmos.syscalls.jsonmode`; each fork of ``n`` follows its own).  It needs
+a driver with the ``constrain`` hook (:mod:`lmos.drivers.masks`): EINVAL
+otherwise, never an unenforced promise.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
+
 from lmos.drivers.base import Driver, SamplingParams, encode_segments
+from lmos.drivers.masks import TokenMasks
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.tokenize import check_length, off_loop
+from lmos.syscalls.jsonmode import JsonObjectConstraint, TokenTable
 from lmos.syscalls.mem import paged_generate
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import MAX_PROMPT_CHARS, GenerateChoice, GenerateReply, LlmGenerate
@@ -78,27 +92,75 @@ async def sys_llm_generate(ctx: Ctx, req: LlmGenerate) -> GenerateReply:
         raise SyscallError(Errno.EINVAL, f"token id out of range for a vocabulary of {vocab}")
     stop_ids = frozenset(drv.eos_token_ids if req.stop_token_ids is None else req.stop_token_ids)
     sampling = merge_sampling(drv.default_sampling(), req)
-    if req.n > 1:
+    constrain = None
+    if req.json_object:
+        constrain = getattr(drv, "constrain", None)
+        if constrain is None or req.page:
+            why = "a paged context" if req.page else f"model {p.model!r} (its driver has no constrain hook)"
+            raise SyscallError(Errno.EINVAL, f"JSON mode is not available for {why}")
+        size = vocab or getattr(drv.tokenizer, "vocab_size", None)
+        if not size:
+            raise SyscallError(Errno.EINVAL, f"JSON mode needs the vocabulary size of model {p.model!r}")
+        table = await anyio.to_thread.run_sync(TokenTable.of, drv.tokenizer, int(size))  # (once per model)
+        constrain(p.pid, JsonObjectConstraint(table, stop_ids))
+    try:
+        if req.n > 1:
+            return await _generate_n(ctx, req, ids, sampling, stop_ids)
         if req.page:
-            raise SyscallError(Errno.EINVAL, "n > 1 does not apply to a paged context")
-        rs = await ctx.kernel.generate_n(p, ids, n=req.n, reset=req.reset, sampling=sampling,
-                                         max_tokens=req.max_tokens, stop=tuple(req.stop),
-                                         stop_token_ids=stop_ids)
-        choices = [GenerateChoice(text=r.text(), token_ids=list(r.out),
-                                  finish_reason=r.finish_reason or "length", stop=r.stop_hit) for r in rs]
-        c0 = choices[0]
-        return GenerateReply(text=c0.text, token_ids=c0.token_ids, finish_reason=c0.finish_reason,
-                             stop=c0.stop,
-                             prompt_tokens=len(ids), completion_tokens=sum(len(r.out) for r in rs),
-                             context_tokens=drv.length(p.pid) if p.has_seq else 0, choices=choices)
-    if req.page:
-        if req.reset:
-            raise SyscallError(Errno.EINVAL, "reset does not apply to a paged context")
-        r = await paged_generate(ctx, ids, req.role, req.pin, sampling, req.max_tokens, tuple(req.stop),
-                                 stop_ids)
-    else:
-        r = await ctx.kernel.generate(p, ids, reset=req.reset, sampling=sampling, max_tokens=req.max_tokens,
-                                      stop=tuple(req.stop), stop_token_ids=stop_ids)
+            if req.reset:
+                raise SyscallError(Errno.EINVAL, "reset does not apply to a paged context")
+            r = await paged_generate(ctx, ids, req.role, req.pin, sampling, req.max_tokens, tuple(req.stop),
+                                     stop_ids)
+        else:
+            r = await ctx.kernel.generate(p, ids, reset=req.reset, sampling=sampling,
+                                          max_tokens=req.max_tokens, stop=tuple(req.stop),
+                                          stop_token_ids=stop_ids)
+    finally:
+        if constrain is not None:
+            constrain(p.pid, None)
     return GenerateReply(text=r.text(), token_ids=list(r.out), finish_reason=r.finish_reason or "length",
                          stop=r.stop_hit, prompt_tokens=len(ids), completion_tokens=len(r.out),
                          context_tokens=drv.length(p.pid) if p.has_seq else 0)
+
+
+async def _generate_n(ctx: Ctx, req: LlmGenerate, ids: list[int], sampling: SamplingParams,
+                      stop_ids: frozenset[int]) -> GenerateReply:
+    """``n`` choices, forks of one context (see the module docstring: streaming, JSON mode)."""
+    p = ctx.proc
+    if req.page:
+        raise SyscallError(Errno.EINVAL, "n > 1 does not apply to a paged context")
+    drv = ctx.kernel.scheduler(p.model).driver
+    bus = ctx.kernel.events
+    relayed: list[int] = []
+    masks = getattr(drv, "masks", None)
+    parent = masks.fns.get(p.pid) if req.json_object and isinstance(masks, TokenMasks) else None
+    constrained: list[int] = []
+
+    def forked(pids: list[int]) -> None:
+        if isinstance(parent, JsonObjectConstraint):  # each fork follows its own JSON
+            for kid in pids[1:]:
+                drv.constrain(kid, parent.fork())  # type: ignore[attr-defined]
+                constrained.append(kid)
+        subs = bus.subs.get(p.pid)  # stream every choice to the process's subscribers
+        if subs:
+            for kid in pids[1:]:
+                bus.subs[kid] = subs  # the same list: the scheduler's token events reach them
+                relayed.append(kid)
+            bus.publish(p.pid, kind="fork", data={"pids": pids})
+
+    try:
+        rs = await ctx.kernel.generate_n(p, ids, n=req.n, reset=req.reset, sampling=sampling,
+                                         max_tokens=req.max_tokens, stop=tuple(req.stop),
+                                         stop_token_ids=stop_ids,
+                                         on_fork=forked if bus.has(p.pid) or parent is not None else None)
+    finally:
+        for kid in relayed:  # (a fork's pid is never handed out again)
+            bus.subs.pop(kid, None)
+        for kid in constrained:
+            drv.constrain(kid, None)  # type: ignore[attr-defined]
+    choices = [GenerateChoice(text=r.text(), token_ids=list(r.out),
+                              finish_reason=r.finish_reason or "length", stop=r.stop_hit) for r in rs]
+    c0 = choices[0]
+    return GenerateReply(text=c0.text, token_ids=c0.token_ids, finish_reason=c0.finish_reason, stop=c0.stop,
+                         prompt_tokens=len(ids), completion_tokens=sum(len(r.out) for r in rs),
+                         context_tokens=drv.length(p.pid) if p.has_seq else 0, choices=choices)

@@ -23,11 +23,18 @@ import msgspec
 from lmos.errors import Errno, SyscallError
 from lmos.kernel.counters import SyscallCounters
 from lmos.kernel.events import Subscription
-from lmos.kernel.kernel import KernelCore, ProcessExit
+from lmos.kernel.kernel import INIT_PID, KernelCore, ProcessExit
 from lmos.kernel.process import Process
-from lmos.syscalls import apps, audit_query, chat, fs, io, ipc, kv, llm, mem, mount, proc, tool  # noqa: F401  (registers the families)
+from lmos.syscalls import apps, audit_query, chat, fs, io, ipc, kv, llm, mem, mount, proc, replay, tool  # noqa: F401  (registers the families)
+from lmos.syscalls import checkpoint as _checkpoint  # noqa: F401  (registers checkpoint and restore)
+from lmos.syscalls import history as _history  # noqa: F401  (registers proc_history: lmos ps --all)
 from lmos.syscalls.caps import grants
 from lmos.syscalls.confirm import ConfirmPolicy
+from lmos.syscalls.journaled import append as journal_append
+from lmos.syscalls.journaled import encode_payload, is_effect, is_session
+from lmos.syscalls.journaled import intent as journal_intent
+from lmos.syscalls.recovery import Cursor
+from lmos.syscalls.recovery import answer as recovery_answer
 from lmos.syscalls.registry import BY_NR, TABLE, SyscallDef
 from lmos.syscalls.tool import ToolRegistry
 from lmos.syscalls.types import Err, Ok, Req, Resp, Result, TraceEntry
@@ -119,6 +126,7 @@ class Syscalls:
         self.subs: dict[tuple[int, int], Subscription] = {}  # (watcher, target)
         self.client_factory: Callable[[Syscalls, int], Any] | None = None
         self.apps: apps.AppService | None = None  # the app store, set by the facade (lmos.system)
+        self.recovering: dict[int, Cursor] = {}  # pids replaying their journal after a restart
         kernel.on_reap.append(self._reaped)
 
     # -- dispatch ------------------------------------------------------------
@@ -150,6 +158,13 @@ class Syscalls:
         t0 = time.perf_counter()
         name, digest, cap = str(call), "", None
         p: Process | None = None
+        req: Req | None = None
+        data = b""
+        step: int | None = None  # an effect's step, journaled as in flight before it runs
+        sj = self.kernel.sysjournal
+        caller = self.kernel.procs.get(pid)
+        if sj is not None and caller is not None and is_session(caller.app, caller.argv):
+            sj = None  # a front end's session: audited, not journaled (lmos.syscalls.journaled)
         try:
             d = self.lookup(call)
             name = d.name
@@ -158,14 +173,24 @@ class Syscalls:
                 raise SyscallError(Errno.ESRCH, f"no such process {pid}")
             p.stats.syscalls += 1
             req = self.decode(d, payload)
-            digest = await _digest(req)
+            data, digest = await _encoded(req)
             cap = d.needed_cap(req)
+            if self.recovering and pid in self.recovering:  # answered from its journal (syscalls/recovery.py)
+                replayed = await recovery_answer(self, p, d, req, data, cap, t0)
+                if replayed is not None:
+                    return replayed
             if cap is not None and not grants(p.caps, cap):
                 raise SyscallError(Errno.EPERM, f"{name} needs capability {cap!r}")
+            if sj is not None and pid != INIT_PID and is_effect(name, req):
+                step = await journal_intent(sj, p, name, data, cap)
             value = await d.handler(Ctx(self, self.kernel, p), req)
             result: Result = Ok(value)
-        except ProcessExit:
+        except ProcessExit as e:
             self._record(p, pid, name, digest, cap, 0, "", t0)
+            if sj is not None and p is not None and pid != INIT_PID and e.error is None:
+                with anyio.CancelScope(shield=True):  # the exit is the journal's last step
+                    await journal_append(sj, self.kernel, p, name, data, req,
+                                           Ok({"status": e.status, "result": e.result}), cap, t0)
             raise
         except SyscallError as exc:
             result = Err(int(exc.errno), exc.errno.name, exc.message)
@@ -174,6 +199,10 @@ class Syscalls:
             result = Err(int(Errno.EIO), "EIO", f"{name}: internal error: {type(exc).__name__}: {exc}")
         errno = result.errno if isinstance(result, Err) else 0
         self._record(p, pid, name, digest, cap, errno, result.message if isinstance(result, Err) else "", t0)
+        if sj is not None and p is not None and pid != INIT_PID and not p.ended:
+            # the durability point: the program sees the result once its journal row is committed
+            data = data or encode_payload(payload)
+            result = await journal_append(sj, self.kernel, p, name, data, req, result, cap, t0, step)
         return result
 
     async def call(self, pid: int, call: str | int, payload: Any = None, /, **args: Any) -> Any:
@@ -254,8 +283,9 @@ class Syscalls:
 _HASH_INLINE = 1 << 16  # larger arguments (a 16 MB prompt) are hashed in a thread: hashlib releases the GIL
 
 
-async def _digest(req: Req | Resp) -> str:
+async def _encoded(req: Req | Resp) -> tuple[bytes, str]:
+    """The request as JSON (what the syscall journal stores) and its short digest (what audit keeps)."""
     data = msgspec.json.encode(req)
     if len(data) <= _HASH_INLINE:
-        return hashlib.blake2b(data, digest_size=6).hexdigest()
-    return await anyio.to_thread.run_sync(lambda: hashlib.blake2b(data, digest_size=6).hexdigest())
+        return data, hashlib.blake2b(data, digest_size=6).hexdigest()
+    return data, await anyio.to_thread.run_sync(lambda: hashlib.blake2b(data, digest_size=6).hexdigest())

@@ -6,7 +6,11 @@ capability check covers it: calling tool ``calc`` needs capability
 and the tool's own capabilities (``net:host``, ``fs.read`` ...) are checked
 against the caller too.  Arguments are validated against the tool's schema by
 a msgspec Struct generated from it, so a model's malformed call is a clear
-EINVAL, never an exception inside the tool.  The call runs inside
+EINVAL, never an exception inside the tool.  The declaration itself (name,
+description, schema) is checked when the tool is made, by the chat format's
+own rules (:func:`lmos.chatformat.validate_tools`), because it is what the
+agent declares to the model: a bad one is refused with EINVAL naming the wrong
+field (``tool weather: parameters.properties.city.type: unknown type 'strng'``).  The call runs inside
 ``kernel.blocking``: the process is BLOCKED while the tool works, and the KV
 policy may keep, swap or drop its context meanwhile.
 
@@ -35,6 +39,7 @@ import anyio
 import msgspec
 from msgspec import Meta
 
+from lmos.chatformat import validate_tools
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls import confirm
 from lmos.syscalls.audit import host_audit
@@ -126,6 +131,7 @@ class Tool:
     args_type: type[msgspec.Struct] = field(init=False)
 
     def __post_init__(self) -> None:
+        check_declaration(self.name, self.description, self.parameters)
         self.args_type = schema_struct(self.name, self.parameters)
 
     def validate(self, args: Any) -> dict[str, Any]:
@@ -135,6 +141,15 @@ class Tool:
             raise SyscallError(Errno.EINVAL, f"{self.name}: bad arguments: {exc}") from None
         out: dict[str, Any] = msgspec.to_builtins(obj)
         return out
+
+
+def check_declaration(name: str, description: str, parameters: dict[str, Any]) -> None:
+    """EINVAL naming the wrong field if the declaration is not one the chat format accepts."""
+    try:
+        validate_tools([{"name": name, "description": description, "parameters": parameters}])
+    except SyscallError as exc:
+        where = exc.message.removeprefix("tools[0].")
+        raise SyscallError(Errno.EINVAL, f"tool {name}: {where}") from None
 
 
 _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "null": None}

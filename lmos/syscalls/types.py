@@ -182,6 +182,8 @@ class LlmGenerate(Req):
     # n > 1: the prompt is prefilled once and n choices continue from forks of that context
     # (sharing its KV copy-on-write); choice i samples with seed + i when a seed is given
     n: Annotated[int, Meta(ge=1, le=MAX_CHOICES)] = 1
+    # JSON mode: the reply is one JSON object, enforced by constrained decoding (syscalls/jsonmode.py)
+    json_object: bool = False
 
 
 class GenerateChoice(Resp):

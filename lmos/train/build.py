@@ -28,7 +28,8 @@ def load_conversations(cfg: TrainConfig, data: Path | None) -> tuple[list[Conver
         return load_jsonl(data), str(data)
     if cfg.data.synthetic <= 0:
         raise SyscallError(Errno.EINVAL, "no training data: give --data FILE or set [data] synthetic > 0")
-    convs = generate(cfg.data.synthetic, seed=cfg.data.corpus_seed, profile=cfg.data.corpus)
+    convs = generate(cfg.data.synthetic, seed=cfg.data.corpus_seed, profile=cfg.data.corpus,
+                     workers=cfg.data.workers or None)
     for i, c in enumerate(convs, start=1):
         c.line = i
     return convs, f"<synthetic {cfg.data.corpus} corpus, seed {cfg.data.corpus_seed}>"

@@ -4,10 +4,12 @@
 user can fix (bad data, a missing file, a bad config) print one ``error:``
 line on stderr and exit with status 1, never a traceback.
 
-Rebuild the built-in model (on a GPU, about 9 minutes), then copy the model
-files (not ``checkpoints/``) into ``lmos/models/builtin``::
+Rebuild the built-in model (v2: a few minutes on one GPU; on a 2-core CPU in
+stages of ``--until-step`` that ``--resume`` continues, see the config's
+comments), then copy the model files (not ``checkpoints/``) into
+``lmos/models/builtin``::
 
-    lmos train --config lmos/models/builtin/train.toml --out runs/builtin --device cuda
+    lmos train --config lmos/train/configs/builtin_v2.toml --out runs/builtin-v2 --device cuda
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def train(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for init, split and batch order."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    until_step: int = typer.Option(
+        0, "--until-step", min=0, help="End this stage at that step (checkpointed); --resume continues."
+    ),
+    stop_after: float = typer.Option(
+        0.0, "--stop-after-minutes", min=0.0, help="Wall-clock guard: end early (schedule keeps the steps)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or log lines."),
 ) -> None:
@@ -72,6 +80,8 @@ def train(
                 lora=lora,
                 device=device,
                 resume=resume,
+                until_step=until_step,
+                stop_after_minutes=stop_after,
                 show_progress=not quiet,
                 log=log,
             )
@@ -91,21 +101,24 @@ def corpus(
     split: str = typer.Option(
         "train", "--split", help="train, or heldout (no phrasing family, key, prompt or value of train)."
     ),
+    profile: str = typer.Option("base", "--profile", help="base, broad or v2 (declared tools, apps)."),
 ) -> None:
     """Write synthetic tool-use conversations as JSONL."""
-    from lmos.train.corpus import CorpusGenerator
+    from lmos.train.corpus import generate
 
     if split not in ("train", "heldout"):
         raise _fail(f"unknown split {split!r} (use train or heldout)")
-    gen = CorpusGenerator(seed, split)
+    if profile not in ("base", "broad", "v2"):
+        raise _fail(f"unknown profile {profile!r} (use base, broad or v2)")
+    convs = generate(n, seed, split, profile, workers=None)
     try:
         if str(out) == "-":
-            for conv in gen.take(n):
+            for conv in convs:
                 sys.stdout.write(conv.to_json() + "\n")
         else:
             from lmos.train.data import write_jsonl
 
-            write_jsonl(out, gen.take(n))
+            write_jsonl(out, convs)
             typer.echo(f"wrote {n} conversations to {out}", err=True)
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror}") from None

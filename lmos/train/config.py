@@ -35,8 +35,9 @@ class DataSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Where conversations come from when ``--data`` is not given, and the eval split."""
 
     synthetic: int = 20000  # conversations drawn from the seeded corpus generator
-    corpus: Literal["base", "broad"] = "base"  # corpus profile (lmos.train.corpus / corpus_broad)
+    corpus: Literal["base", "broad", "v2"] = "base"  # profile: lmos.train.corpus / corpus_broad / corpus_v2
     corpus_seed: int = 1234
+    workers: int = 0  # processes generating the v2 corpus (0 = all CPUs; the corpus is the same for any)
     eval_size: int = 256  # conversations held back for eval loss and task metrics
     max_length: int = 512  # longer tokenized conversations are an error, not truncated
 

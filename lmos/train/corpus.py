@@ -282,16 +282,30 @@ class CorpusGenerator:
 
 
 def generator(seed: int = 0, split: str = "train", profile: str = "base") -> CorpusGenerator:
-    """The generator of a corpus profile: ``base`` (the built-in model's first stage) or ``broad``."""
+    """The generator of a corpus profile: ``base`` (the first built-in model), ``broad`` or ``v2``."""
     if profile == "base":
         return CorpusGenerator(seed, split)
     if profile == "broad":
         from lmos.train.corpus_broad import BroadCorpusGenerator
 
         return BroadCorpusGenerator(seed, split)
-    raise ValueError(f"unknown corpus profile {profile!r} (base or broad)")
+    if profile == "v2":
+        from lmos.train.corpus_v2 import V2Generator
+
+        return V2Generator(seed, split)
+    raise ValueError(f"unknown corpus profile {profile!r} (base, broad or v2)")
 
 
-def generate(n: int, seed: int = 0, split: str = "train", profile: str = "base") -> list[Conversation]:
-    """``n`` conversations from ``seed``; the same arguments always give the same list."""
+def generate(
+    n: int, seed: int = 0, split: str = "train", profile: str = "base", workers: int | None = 1
+) -> list[Conversation]:
+    """``n`` conversations from ``seed``; the same arguments always give the same list.
+
+    ``v2`` is drawn in seeded chunks (:func:`lmos.train.corpus_v2.generate`), so
+    ``workers`` processes (None: all CPUs) give the same list as one.
+    """
+    if profile == "v2":
+        from lmos.train import corpus_v2
+
+        return corpus_v2.generate(n, seed, split, workers)
     return list(generator(seed, split, profile).take(n))

@@ -12,9 +12,14 @@ One conversation per line::
     ], "meta": {"kind": "calc"}}
 
 Roles are ``system``, ``user``, ``assistant`` and ``tool``.  An assistant message
-either has text ``content`` or exactly one entry in ``tool_calls`` (flat
+either has text ``content`` or one or more entries in ``tool_calls`` (flat
 ``{"name", "arguments"}`` or the OpenAI ``{"type": "function", "function": {...}}``
-shape), whose arguments are a JSON object.  ``meta`` is optional and free-form:
+shape), whose arguments are a JSON object; several calls in one turn are
+parallel calls, whose results follow as that many ``tool`` messages.  An
+optional top-level ``tools`` list declares the tools the conversation allows
+(lmos ``{"name", "description", "parameters"}`` or the OpenAI shape, checked by
+:func:`lmos.chatformat.validate_tools`); it is rendered into the system turn,
+and a call to a tool it does not declare is an error.  ``meta`` is optional and free-form:
 the synthetic corpus stores what the evaluators need there (the tool kind, the
 key-value store's contents before the conversation).  Blank lines are ignored.
 
@@ -44,9 +49,12 @@ class Conversation:
     messages: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     line: int = 0
+    tools: list[dict[str, Any]] | None = None  # declared tools (chat format v2), None: no block
 
     def to_json(self) -> str:
         record: dict[str, Any] = {"messages": self.messages}
+        if self.tools:
+            record["tools"] = self.tools
         if self.meta:
             record["meta"] = self.meta
         return json.dumps(record, ensure_ascii=False)
@@ -74,10 +82,13 @@ def _check_message(m: Any, i: int) -> str | None:
     if calls:
         if role != "assistant":
             return f"message {i}: only assistant messages may carry tool_calls"
-        if not isinstance(calls, list) or len(calls) != 1:
-            return f"message {i}: tool_calls must be a list with exactly one call"
-        problem = _check_call(calls[0])
-        return f"message {i}: {problem}" if problem else None
+        if not isinstance(calls, list):
+            return f"message {i}: tool_calls must be a list of calls"
+        for call in calls:
+            problem = _check_call(call)
+            if problem:
+                return f"message {i}: {problem}"
+        return None
     if not isinstance(content, str):
         return f"message {i} ({role}) needs a string 'content'"
     return None
@@ -98,6 +109,26 @@ def check_record(record: Any) -> str | None:
             return problem
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant message (nothing to learn)"
+    return _check_tools(record.get("tools"), messages)
+
+
+def _check_tools(tools: Any, messages: list[Any]) -> str | None:
+    """Why a record's ``tools`` declaration (or a call outside it) is wrong, or None."""
+    from lmos.chatformat import tool_names
+
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        return "'tools' must be a list of tool declarations"
+    try:
+        declared = set(tool_names(tools))
+    except SyscallError as exc:
+        return exc.message
+    for i, m in enumerate(messages):
+        for call in m.get("tool_calls") or []:
+            name = (call.get("function") or call)["name"]
+            if declared and name not in declared:
+                return f"message {i}: calls {name!r}, which 'tools' does not declare"
     return None
 
 
@@ -125,7 +156,8 @@ def parse_lines(lines: Iterable[str], source: str = "<data>") -> list[Conversati
         if problem:
             problems.append((n, problem))
             continue
-        out.append(Conversation(messages=record["messages"], meta=record.get("meta") or {}, line=n))
+        out.append(Conversation(messages=record["messages"], meta=record.get("meta") or {}, line=n,
+                                tools=record.get("tools") or None))
     if problems:
         raise bad_lines_error(source, problems)
     if not out:

@@ -35,7 +35,7 @@ class Example:
 
 def encode(tokenizer: Any, conv: Conversation) -> Example:
     """Tokenize a conversation piece by piece so the mask follows the pieces exactly."""
-    pieces = segments(conv.messages)
+    pieces = segments(conv.messages, conv.tools)
     encoded = tokenizer([text for text, _ in pieces], add_special_tokens=False)["input_ids"]
     ids: list[int] = []
     labels: list[int] = []
@@ -45,20 +45,60 @@ def encode(tokenizer: Any, conv: Conversation) -> Example:
     return Example.of(ids, labels)
 
 
-def encode_all(tokenizer: Any, convs: Sequence[Conversation], max_length: int, source: str) -> list[Example]:
+def encode_all(
+    tokenizer: Any, convs: Sequence[Conversation], max_length: int, source: str, workers: int = 1
+) -> list[Example]:
     """Encode every conversation; conversations over ``max_length`` tokens are one error listing all.
 
     Truncating would silently cut the assistant turn that the example exists for.
     The distinct pieces of many conversations go to the (Rust, multi-threaded)
     tokenizer in one call and repeated pieces (markers, the system prompt) are
     looked up, which matters for corpora of hundreds of thousands of conversations.
+    ``workers`` > 1 encodes big corpora in that many forked processes (rendering
+    the pieces is Python, so one process would take minutes); the result is the same.
     """
+    global _FORK_TOKENIZER
+    if workers > 1 and len(convs) >= 2 * PARALLEL_CHUNK:
+        import multiprocessing
+
+        _FORK_TOKENIZER = tokenizer  # inherited by the forked workers, never pickled
+        parts = [list(convs[i : i + PARALLEL_CHUNK]) for i in range(0, len(convs), PARALLEL_CHUNK)]
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                examples = [e for part in pool.imap(_encode_forked, parts) for e in part]
+        finally:
+            _FORK_TOKENIZER = None
+    else:
+        examples = _encode_part(tokenizer, convs)
+    too_long = [
+        (c.line, f"{len(e.input_ids)} tokens, over the limit of {max_length}")
+        for c, e in zip(convs, examples, strict=True)
+        if len(e.input_ids) > max_length
+    ]
+    if too_long:
+        raise bad_lines_error(source, too_long)
+    return examples
+
+
+PARALLEL_CHUNK = 10_000
+_FORK_TOKENIZER: Any = None
+
+
+def _encode_forked(convs: list[Conversation]) -> list[Example]:
+    import os
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
+    return _encode_part(_FORK_TOKENIZER, convs)
+
+
+def _encode_part(tokenizer: Any, convs: Sequence[Conversation]) -> list[Example]:
+    """The encoding of ``convs`` in one process (pieces cached, fresh ones batched to Rust)."""
     examples: list[Example] = []
     core = getattr(tokenizer, "backend_tokenizer", None)
     cache: dict[str, list[int]] = {}
     chunk = 8192
     for start in range(0, len(convs), chunk):
-        part = [segments(c.messages) for c in convs[start : start + chunk]]
+        part = [segments(c.messages, c.tools) for c in convs[start : start + chunk]]
         fresh = list({text for pieces in part for text, _ in pieces if text not in cache})
         if core is not None:  # the Rust tokenizer directly: far less per-string overhead
             fresh_ids = [e.ids for e in core.encode_batch(fresh, add_special_tokens=False)]
@@ -75,13 +115,6 @@ def encode_all(tokenizer: Any, convs: Sequence[Conversation], max_length: int, s
             examples.append(Example.of(ids, labels))
         if len(cache) > 200_000:
             cache.clear()
-    too_long = [
-        (c.line, f"{len(e.input_ids)} tokens, over the limit of {max_length}")
-        for c, e in zip(convs, examples, strict=True)
-        if len(e.input_ids) > max_length
-    ]
-    if too_long:
-        raise bad_lines_error(source, too_long)
     return examples
 
 

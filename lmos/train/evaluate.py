@@ -21,13 +21,14 @@ episodes through syscalls.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmos.chatformat import END, PAD, call_message, call_of, parse_call, render
+from lmos.chatformat import END, PAD, calls_message, calls_of, parse_calls, render, with_tools
 from lmos.train.data import Conversation
-from lmos.train.toolbox import DEFAULT_NOW, ToolBox, answer_must_contain
+from lmos.train.toolbox import DEFAULT_NOW, TOOLS, ToolBox, answer_must_contain
 
 Message = dict[str, Any]
 GenerateFn = Callable[[list[list[Message]]], list[str]]
@@ -47,64 +48,104 @@ class TurnScore:
     transcript: list[Message] = field(default_factory=list)
 
 
-def _reference_turns(conv: Conversation) -> list[tuple[Message, tuple[str, dict[str, Any]] | None, str]]:
-    """(user message, reference call or None, reference final answer) per user turn."""
-    turns: list[tuple[Message, tuple[str, dict[str, Any]] | None, str]] = []
-    for i, m in enumerate(conv.messages):
+Call = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class RefTurn:
+    """What a correct assistant does after one user turn of a reference conversation."""
+
+    user: Message
+    calls: list[Call]  # the first assistant turn's calls ([]: answer without a tool)
+    answer: str  # the final answer
+    must: list[str]  # facts the final answer must contain (the last tool turn's results)
+
+
+def reference(conv: Conversation) -> list[RefTurn]:
+    """The reference turns of a conversation (parallel calls and several hops included)."""
+    out: list[RefTurn] = []
+    msgs = conv.messages
+    for i, m in enumerate(msgs):
         if m["role"] != "user":
             continue
-        call = None
+        calls: list[Call] = []
+        last: list[Call] = []
+        results: list[str] = []
         answer = ""
-        for later in conv.messages[i + 1 :]:
+        for later in msgs[i + 1 :]:
             if later["role"] == "user":
                 break
             if later["role"] == "assistant":
-                found = call_of(later)
-                if found is not None and call is None:
-                    call = found
-                elif found is None:
+                found = calls_of(later)
+                if found:
+                    calls = calls or found
+                    last, results = found, []
+                else:
                     answer = str(later.get("content") or "")
-        turns.append((m, call, answer))
-    return turns
+            elif later["role"] == "tool":
+                results.append(str(later.get("content") or ""))
+        must = [answer_must_contain(t, a, r) for (t, a), r in zip(last, results, strict=False)]
+        out.append(RefTurn(m, calls, answer, must))
+    return out
+
+
+def _reference_turns(conv: Conversation) -> list[tuple[Message, Call | None, str]]:
+    """(user message, first reference call or None, final answer) per user turn (the v1 view)."""
+    return [(t.user, t.calls[0] if t.calls else None, t.answer) for t in reference(conv)]
+
+
+def same_calls(got: list[Call], want: list[Call]) -> bool:
+    """The same calls, in any order (parallel calls are independent)."""
+    key = lambda c: json.dumps(c, sort_keys=True, ensure_ascii=False)  # noqa: E731
+    return sorted(map(key, got)) == sorted(map(key, want))
+
+
+def turn_kind(calls: list[Call], answer: str, user: Message) -> str:
+    """``calc``/``kv_get``/... for lmos tools, ``declared`` for others, ``parallel`` for several calls."""
+    if len(calls) > 1:
+        return "parallel"
+    if calls:
+        return calls[0][0] if calls[0][0] in TOOLS else "declared"
+    return "repeat" if answer and answer in str(user["content"]) else "chat"
 
 
 def episode(conv: Conversation) -> Generator[list[Message], str, list[TurnScore]]:
-    """Replay one conversation; yields prompts, receives generated text, returns turn scores."""
-    box = ToolBox(conv.meta.get("kv") or {}, conv.meta.get("now") or DEFAULT_NOW)
+    """Replay one conversation; yields prompts, receives generated text, returns turn scores.
+
+    Prompts carry the conversation's tool declarations (in the system turn), and
+    the model's calls run on a ToolBox with the conversation's store, clock and
+    the recorded results of its synthetic tools.
+    """
+    box = ToolBox(conv.meta.get("kv") or {}, conv.meta.get("now") or DEFAULT_NOW, conv.meta.get("fixed"))
     history: list[Message] = [m for m in conv.messages[:1] if m["role"] == "system"]
     scores: list[TurnScore] = []
-    for user, ref_call, ref_answer in _reference_turns(conv):
-        history.append(user)
-        kind = (
-            ref_call[0]
-            if ref_call
-            else ("repeat" if ref_answer and ref_answer in user["content"] else "chat")
-        )
-        score = TurnScore(kind=kind, uses_tool=ref_call is not None)
+    for ref in reference(conv):
+        history.append(ref.user)
+        kind = turn_kind(ref.calls, ref.answer, ref.user)
+        score = TurnScore(kind=kind, uses_tool=bool(ref.calls))
         start = len(history)
         first = True
         for _hop in range(MAX_HOPS):
-            text = yield list(history)
+            text = yield with_tools(list(history), conv.tools)
             try:
-                call = parse_call(text)
+                calls = parse_calls(text)
             except ValueError:
-                call = None  # an invalid call counts as a (wrong) plain answer
-            if call is not None:
-                if first and ref_call is not None:
-                    score.call_ok = call == ref_call
-                result = box.run(*call)
-                history += [call_message(*call), {"role": "tool", "content": result}]
+                calls = []  # an invalid call counts as a (wrong) plain answer
+            if calls:
+                if first and ref.calls:
+                    score.call_ok = same_calls(calls, ref.calls)
+                history.append(calls_message(calls))
+                history += [{"role": "tool", "content": box.run(*c)} for c in calls]
                 first = False
                 continue
             answer = text.strip()
             history.append({"role": "assistant", "content": answer})
-            if ref_call is None:
+            if not ref.calls:
                 score.no_tool_ok = first
                 if kind == "repeat":
-                    score.repeat_ok = answer == ref_answer
+                    score.repeat_ok = answer == ref.answer
             else:
-                must = answer_must_contain(ref_call[0], ref_call[1], _reference_result(conv, user))
-                score.answer_ok = bool(must) and must in answer
+                score.answer_ok = bool(ref.must) and all(f and f in answer for f in ref.must)
             break
         score.transcript = history[start:]
         scores.append(score)

@@ -134,3 +134,44 @@ def key_heldout(key: str) -> bool:
     if name in _KEY_WORDS:
         return name in HELDOUT_KEY_WORDS
     return _crc("key", name) % KEY_MODULUS == 0
+
+
+# ---- the v2 corpus (lmos.train.corpus_v2): one split per list, same rules -----------------------
+_BASE_FAMILIES = frozenset(family(t) for templates in _template_lists() for t in templates)
+_PLACED: dict[str, bool] = {}  # family -> held out, for every family a ListSplit has placed
+LEXICON_SHARE = 0.25  # of the v2 lexicons (synthetic tool objects, kv key words): a quarter held out
+
+
+class ListSplit:
+    """One list of requests (or lexicon entries) split by family: a share held out, by CRC-32 rank.
+
+    A family that is also in a base-corpus list keeps the base split's side, and
+    one already placed by an earlier ListSplit keeps that side, so no family is
+    ever on two sides (lists are built at import, in a fixed order).
+    """
+
+    def __init__(self, tag: str, items: Iterable[str], share: float = FAMILY_SHARE) -> None:
+        self.tag = tag
+        self.items = list(items)
+        fams = {family(t) for t in self.items}
+        fixed = {f: (f in HELDOUT_TEMPLATES if f in _BASE_FAMILIES else _PLACED[f])
+                 for f in fams if f in _BASE_FAMILIES or f in _PLACED}
+        free = sorted(fams - set(fixed), key=lambda f: (_crc(tag, f), f))
+        want = min(len(fams) - 1, max(1, math.ceil(len(fams) * share))) if len(fams) >= 2 else 0
+        n = max(0, min(len(free), want - sum(fixed.values())))
+        self.held = frozenset([f for f, side in fixed.items() if side] + free[:n])
+        _PLACED.update({f: f in self.held for f in fams})
+        self.sides = {side: [t for t in self.items if self.heldout(t) == side] for side in (False, True)}
+        if not self.sides[False] or not self.sides[True]:
+            raise ValueError(f"split {tag!r}: both sides need an entry")
+
+    def heldout(self, text: str) -> bool:
+        return family(text) in self.held
+
+    def side(self, heldout: bool) -> list[str]:
+        return self.sides[heldout]
+
+
+def name_heldout(name: str) -> bool:
+    """A generated name (synthetic tool object, coined word): one in four by CRC-32 of its family."""
+    return _crc("name", family(name)) % KEY_MODULUS == 0

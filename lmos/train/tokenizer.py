@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lmos.chatformat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS, assistant_text
+from lmos.chatformat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS, assistant_text, tool_block
 from lmos.train.data import Conversation
 
 SPLIT_PATTERN = r"\s+|\p{L}+|\p{N}|[^\s\p{L}\p{N}]"
@@ -29,6 +29,8 @@ SPLIT_PATTERN = r"\s+|\p{L}+|\p{N}|[^\s\p{L}\p{N}]"
 def _texts(conversations: Iterable[Conversation]) -> Iterator[str]:
     """The plain text of each message (markers excluded: they are special tokens)."""
     for conv in conversations:
+        if conv.tools:
+            yield tool_block(conv.tools)
         for m in conv.messages:
             yield assistant_text(m) if m["role"] == "assistant" else str(m.get("content") or "")
 

@@ -10,10 +10,12 @@ are reproducible.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lmos.errors import SyscallError
 from lmos.userland.tools.calc import evaluate, format_result
+from lmos.userland.tools.kvmatch import closest_key, stored_under
 
 TOOLS = ("calc", "kv_set", "kv_get", "clock")
 DEFAULT_NOW = "2026-11-22 22:30:05 UTC"
@@ -22,9 +24,13 @@ DEFAULT_NOW = "2026-11-22 22:30:05 UTC"
 class ToolBox:
     """Executes tool calls against one conversation's key-value store and clock."""
 
-    def __init__(self, kv: dict[str, str] | None = None, now: str = DEFAULT_NOW) -> None:
+    def __init__(
+        self, kv: dict[str, str] | None = None, now: str = DEFAULT_NOW, fixed: dict[str, str] | None = None
+    ) -> None:
         self.kv: dict[str, str] = dict(kv or {})
         self.now = now
+        # results of declared (synthetic) tools, by call_key(name, args): what the corpus showed
+        self.fixed: dict[str, str] = dict(fixed or {})
 
     def run(self, tool: str, args: dict[str, Any]) -> str:
         """Run one call and return its result text (``error: MESSAGE`` on failure)."""
@@ -49,12 +55,25 @@ class ToolBox:
             key = args.get("key")
             if not isinstance(key, str):
                 return "error: kv_get needs a string 'key'"
-            if key not in self.kv:
+            if key in self.kv:
+                return self.kv[key]
+            near = closest_key(key, self.kv)  # the real kv_get's forgiving lookup (lmos.userland.tools)
+            if near is None:
                 return f"error: no such key: {key}"
-            return self.kv[key]
+            return stored_under(self.kv[near], near)
         if tool == "clock":
             return self.now
+        fixed = self.fixed.get(call_key(tool, args))
+        if fixed is not None:
+            return fixed
+        if any(k.startswith(f"{tool}\x00") for k in self.fixed):
+            return "error: not found"
         return f"error: unknown tool: {tool}"
+
+
+def call_key(tool: str, args: dict[str, Any]) -> str:
+    """The lookup key of a declared tool's fixed result (name and canonical JSON arguments)."""
+    return f"{tool}\x00{json.dumps(args, sort_keys=True, ensure_ascii=False)}"
 
 
 def answer_must_contain(tool: str, args: dict[str, Any], result: str) -> str:
@@ -68,6 +87,8 @@ def answer_must_contain(tool: str, args: dict[str, Any], result: str) -> str:
         return str(args.get("value", ""))
     if tool == "kv_get" and result.startswith("error: no such key"):
         return str(args.get("key", ""))
+    if tool == "kv_get" and result.endswith('")') and ' (stored under "' in result:
+        return result[: result.rindex(' (stored under "')]
     if result.startswith("error: "):
         return result[len("error: ") :]
     return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class TrainJob:
     lora: bool = False
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     resume: bool = False
+    until_step: int = 0  # > 0: end this stage at that step (checkpoint saved); --resume continues
+    stop_after_minutes: float = 0.0  # > 0: a wall-clock guard; the schedule still follows the steps
     show_progress: bool = True
     log: Callable[[str], None] = field(default=lambda msg: None)
 
@@ -134,6 +137,21 @@ def _progress(enabled: bool) -> Any:
     )
 
 
+class _StageStop:
+    """Ends a run early: at a stage's last step (``--until-step``) or on a wall-clock guard."""
+
+    def __init__(self, until_step: int, guard_seconds: float, start: float) -> None:
+        self.until, self.guard, self.start = until_step, guard_seconds, start
+        self.why = ""
+
+    def reached(self, step: int) -> bool:
+        if self.until > 0 and step >= self.until:
+            self.why = f"stage end at step {self.until}"
+        elif self.guard > 0 and time.monotonic() - self.start >= self.guard:
+            self.why = f"wall-clock guard of {self.guard / 60:g} minutes"
+        return bool(self.why)
+
+
 def train(job: TrainJob) -> TrainResult:
     """Run one training job end to end and write the model directory."""
     import torch
@@ -157,8 +175,20 @@ def train(job: TrainJob) -> TrainResult:
         tokenizer = load_tokenizer(resume_from / "tokenizer")
     else:
         tokenizer = build_tokenizer(cfg, train_convs, job.from_dir)
-    train_ex = encode_all(tokenizer, train_convs, cfg.data.max_length, source)
-    eval_ex = encode_all(tokenizer, eval_convs, cfg.data.max_length, source)
+    workers = cfg.data.workers or os.cpu_count() or 1
+    # a file's over-long conversation is an error naming its line; the synthetic corpus drops its few
+    limit = cfg.data.max_length if job.data is not None else 1 << 30
+    train_ex = encode_all(tokenizer, train_convs, limit, source, workers)
+    eval_ex = encode_all(tokenizer, eval_convs, limit, source)
+    if job.data is None:
+        before = len(train_ex) + len(eval_ex)
+        train_ex = [e for e in train_ex if len(e.input_ids) <= cfg.data.max_length]
+        fits = [len(e.input_ids) <= cfg.data.max_length for e in eval_ex]
+        kept = [(c, e) for c, e, ok in zip(eval_convs, eval_ex, fits, strict=True) if ok]
+        eval_convs, eval_ex = [c for c, _ in kept], [e for _, e in kept]
+        if before > len(train_ex) + len(eval_ex):
+            job.log(f"data: dropped {before - len(train_ex) - len(eval_ex)} synthetic conversations over "
+                    f"{cfg.data.max_length} tokens")
     pad_id = special_ids(tokenizer)["pad"]
 
     model = build_model(cfg, tokenizer, job.from_dir, tc.seed)
@@ -185,15 +215,21 @@ def train(job: TrainJob) -> TrainResult:
     tokens_seen = 0
     order: list[list[int]] = []
 
-    def fraction() -> float:
+    def schedule() -> float:
         return (time.monotonic() - started) / budget if budget > 0 else state.step / tc.steps
+
+    guard = job.stop_after_minutes * 60.0
+    stop = _StageStop(job.until_step, guard, loop_start)
+
+    def fraction() -> float:
+        return 1.0 if stop.reached(state.step) else schedule()
 
     with _progress(job.show_progress) as bar:
         task = bar.add_task("train", total=1000, step=state.step, loss="-", rate="")
         while fraction() < 1.0:
             order = list(batches(train_ex, tc.batch_size, tc.seed, state.epoch))
             while state.batch_in_epoch < len(order) and fraction() < 1.0:
-                factor = _lr_factor(fraction(), state.step, tc.warmup_steps, tc.min_lr_ratio)
+                factor = _lr_factor(schedule(), state.step, tc.warmup_steps, tc.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = tc.lr * factor
                 batch = collate([train_ex[i] for i in order[state.batch_in_epoch]], pad_id)
@@ -239,6 +275,10 @@ def train(job: TrainJob) -> TrainResult:
                 state.batch_in_epoch = 0
         bar.update(task, completed=1000, step=state.step)
     seconds = time.monotonic() - started
+    if stop.why and tc.checkpoint_every > 0:
+        state.elapsed = seconds
+        checkpoint.save(accelerator, tokenizer, out, state, tc.keep_checkpoints)
+        job.log(f"stage ends at step {state.step} ({stop.why}); continue with --resume")
 
     model = accelerator.unwrap_model(model)
     metrics: dict[str, Any] = {
@@ -248,7 +288,9 @@ def train(job: TrainJob) -> TrainResult:
         "epochs": round(state.epoch + state.batch_in_epoch / max(1, len(order)), 2),
         "eval_loss": eval_loss(model, eval_ex, pad_id, device, tc.batch_size),
     }
-    if tc.eval_generate > 0 and eval_convs:
+    if stop.why:
+        metrics["stopped"] = stop.why
+    if tc.eval_generate > 0 and eval_convs and not (stop.why and job.until_step):
         from lmos.train.evaluate import task_metrics
 
         metrics.update(task_metrics(model, tokenizer, eval_convs[: tc.eval_generate]))

@@ -130,7 +130,8 @@ def code_main(manifest: Manifest, files: Mapping[str, str]) -> Main:
 
         uid = (await sys.call("getpid")).uid  # the run holds one of this uid's worker slots
         r = await execute(source, limits=LIMITS, syscalls=handler, syscall_names=_syscall_names(),
-                          inputs={"argv": list(argv), "manifest": info}, extras=extras, owner=uid)
+                          inputs={"argv": list(argv), "manifest": info}, extras=extras, owner=uid,
+                          clock=True)
         # every guard refusal, even one the program caught; a SyscallError it raised is not one
         for bad in violations(r) if r.errno is None or r.refused else []:
             await sys.report_violation(f"{name}: {bad}")

@@ -227,8 +227,10 @@ def _agent_main(m: Manifest) -> Main:
         history, text = conversation(argv)
         messages = [{"role": "system", "content": m.system}] if m.system else []
         messages += [*history, {"role": "user", "content": text}]
+        # the loop is the whole program: it checkpoints each turn (recovery starts at the last one)
         r = await run_agent(
-            sys, messages, tools=list(m.tools), max_steps=m.max_steps, temperature=m.temperature
+            sys, messages, tools=list(m.tools), max_steps=m.max_steps, temperature=m.temperature,
+            checkpoint=True,
         )
         return msgspec.to_builtins(r)
 

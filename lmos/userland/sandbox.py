@@ -37,6 +37,7 @@ hostile: every message is size-bounded and schema-checked.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -216,18 +217,23 @@ class Sandbox:
 
     async def run(self, source: str, *, limits: Limits | None = None, syscalls: SyscallHandler | None = None,
                   syscall_names: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
-                  seed: int | None = None, extras: Extras | None = None) -> Result:
+                  seed: int | None = None, extras: Extras | None = None, clock: bool = False) -> Result:
         """Run ``source`` in a worker.  ``syscall_names`` become functions in the
         program (``name(**args)``) and bound ``sys_call(name, /, **args)``; None
         exposes only ``sys_call``, for any name ``syscalls`` accepts.  ``extras``:
-        modules, the ask/agent helpers and echoed output (:class:`Extras`)."""
+        modules, the ask/agent helpers and echoed output (:class:`Extras`).
+        ``clock``: the seed of ``random`` and the time ``datetime`` reads come from a
+        ``time`` syscall through ``syscalls`` (see :func:`_clock`)."""
         if self._closed:
             raise SyscallError(Errno.EPIPE, "the sandbox is closed")
         limits = limits or self.limits
         if limits.cpu_seconds > self.limits.cpu_seconds or limits.memory_bytes > self.limits.memory_bytes:
             raise SyscallError(Errno.EINVAL, "per-run cpu/memory limits exceed the sandbox's ceiling")
         names = None if syscall_names is None else frozenset(syscall_names)
-        request = encode_request(source, limits, names, inputs, seed, extras)
+        now: float | None = None
+        if clock and syscalls is not None and seed is None:
+            seed, now = await _clock(syscalls)
+        request = encode_request(source, limits, names, inputs, seed, extras, now)
         await self.start()
         assert self._slots is not None
         async with self._slots, worker_slot(self.owner):
@@ -263,13 +269,32 @@ class Sandbox:
                     tg.start_soon(worker.kill)
 
 
+async def _clock(syscalls: SyscallHandler) -> tuple[int | None, float | None]:
+    """The run's seed and clock from a ``time`` syscall of the program it runs for.
+
+    So the sandbox's ``random`` and ``datetime.now()`` follow from a syscall result that the
+    syscall journal holds, and recovery by replay re-runs the code to the same outputs
+    (docs/durability.md).  A handler that refuses ``time`` leaves both to the worker's own."""
+    try:
+        t = await syscalls("time", {})
+    except SyscallError:
+        return None, None
+    wall = t.get("wall") if isinstance(t, dict) else getattr(t, "wall", None)
+    if not isinstance(wall, int | float):
+        return None, None
+    digest = hashlib.blake2b(repr(float(wall)).encode(), digest_size=7).digest()
+    return int.from_bytes(digest, "big"), float(wall)
+
+
 async def execute(source: str, *, limits: Limits | None = None, syscalls: SyscallHandler | None = None,
                   syscall_names: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
-                  seed: int | None = None, extras: Extras | None = None, owner: int | None = None) -> Result:
+                  seed: int | None = None, extras: Extras | None = None, owner: int | None = None,
+                  clock: bool = False) -> Result:
     """Run once in a fresh worker and leave nothing behind (convenient, not fast).
 
-    ``owner``: the uid the run is for; it waits for one of that uid's worker slots."""
+    ``owner``: the uid the run is for; it waits for one of that uid's worker slots.
+    ``clock``: see :meth:`Sandbox.run`."""
     agent = extras is not None and extras.agent is not None
     async with Sandbox(size=1, limits=limits, replace=False, agent=agent, owner=owner) as sandbox:
         return await sandbox.run(source, syscalls=syscalls, syscall_names=syscall_names, inputs=inputs,
-                                 seed=seed, extras=extras)
+                                 seed=seed, extras=extras, clock=clock)

@@ -19,6 +19,14 @@ sandbox's ``SyscallError``; any other failure of the loop becomes a fresh
 The worker's syscalls are synchronous, so the loop's coroutines never really
 suspend: :func:`drive` runs one to completion with a single ``send``.
 
+The seed apps must prompt the model with exactly the wording it was trained
+on, which lives in ``lmos.taskprompts`` (trusted, shared with the training
+corpus).  A program gets the chosen functions of that module listed in
+:data:`TASK_PROMPTS` (and the constants in :data:`TASK_CONSTANTS`) as plain
+functions, never the module: arguments and results are copied as JSON data
+the same way, so the trusted code never calls back into one of the program's
+objects.
+
 Like the policy, this module is loaded inside the worker by file path and
 imports only the standard library at import time.
 """
@@ -39,6 +47,12 @@ else:  # inside the worker, loaded by path like the policy
 
 MAX_ARGS = 4 << 20  # bytes of messages and options a helper call may carry
 Call = Callable[[str, dict[str, Any]], Any]  # the worker's syscall: (name, args) -> reply or SyscallError
+# lmos.taskprompts functions and constants a program may use (the seed apps' prompts)
+TASK_PROMPTS = ("support_messages", "is_handoff", "sentiment_messages", "parse_sentiment",
+                "recommend_messages", "item_line", "team_plan_messages", "parse_plan",
+                "team_combine_messages",
+                "give_up_text", "admits_failure")
+TASK_CONSTANTS = ("SUPPORT_HANDOFF",)
 
 
 class Loaded:
@@ -47,6 +61,7 @@ class Loaded:
     agent: Any = None
     errors: Any = None
     msgspec: Any = None
+    prompts: Any = None  # lmos.taskprompts
     problem = "the agent loop was not loaded in this worker"
 
 
@@ -54,7 +69,8 @@ def load(userland_dir: str) -> None:
     """Import ``lmos.userland.agent`` without running ``lmos/__init__.py``, which would
     start pulling in the whole system: ``lmos`` and ``lmos.userland`` become bare
     package stubs over their folders, so only the agent module and what it imports
-    (the chat format, ``lmos.errors``, msgspec) are loaded.  Call before lock-down."""
+    (the chat format, the task prompts, ``lmos.errors``, msgspec) are loaded.  Call
+    before lock-down."""
     import importlib
 
     for name, path in (("lmos", os.path.dirname(userland_dir)), ("lmos.userland", userland_dir)):
@@ -66,8 +82,9 @@ def load(userland_dir: str) -> None:
         Loaded.agent = importlib.import_module("lmos.userland.agent")
         Loaded.errors = importlib.import_module("lmos.errors")
         Loaded.msgspec = importlib.import_module("msgspec")
+        Loaded.prompts = importlib.import_module("lmos.taskprompts")
     except Exception as exc:  # the worker still serves plain programs
-        Loaded.agent = None
+        Loaded.agent = Loaded.prompts = None
         Loaded.problem = f"the agent loop failed to load: {type(exc).__name__}: {exc}"
 
 
@@ -184,4 +201,35 @@ def helpers(call: Call, defaults: dict[str, Any]) -> dict[str, Callable[..., Any
         result = _run("agent", lambda: mod.run_agent(sync, msgs, tools=names, max_steps=steps, **opts))
         return dict(_plain(Loaded.msgspec.to_builtins(result), "the agent's result"))
 
-    return {"ask": ask, "agent": agent}
+    return {"ask": ask, "agent": agent, **task_prompts()}
+
+
+def _prompt_function(name: str) -> Callable[..., Any]:
+    def fn(*args: Any, **kwargs: Any) -> Any:
+        mod = Loaded.prompts
+        if mod is None:
+            raise SyscallError("ENOSYS", Loaded.problem, 38)
+        plain_args, plain_kwargs = _plain(list(args), "arguments"), _plain(kwargs, "arguments")
+        try:
+            value = getattr(mod, name)(*plain_args, **plain_kwargs)
+        except MemoryError:
+            raise MemoryError(f"{name}: out of memory") from None
+        except (TypeError, ValueError) as exc:
+            raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"{name}: {exc}") from None
+        except Exception as exc:
+            raise RuntimeError(f"{name} failed: {type(exc).__name__}: {exc}") from None
+        return _plain(value, f"{name}'s result")
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = getattr(getattr(Loaded.prompts, name, None), "__doc__", None)
+    return fn
+
+
+def task_prompts() -> dict[str, Any]:
+    """The :data:`TASK_PROMPTS` functions and :data:`TASK_CONSTANTS` values for a program
+    (nothing if ``lmos.taskprompts`` did not load: the helpers then say why)."""
+    if Loaded.prompts is None:
+        return {}
+    out: dict[str, Any] = {name: _prompt_function(name) for name in TASK_PROMPTS}
+    out.update({name: str(getattr(Loaded.prompts, name)) for name in TASK_CONSTANTS})
+    return out

@@ -45,6 +45,7 @@ if TYPE_CHECKING or __package__:
         IMPORTABLE,
         SHARED_MODULES,
         SafeNamespace,
+        clock_namespace,
         module_name_error,
         random_namespace,
     )
@@ -55,6 +56,7 @@ else:  # inside the worker these modules are loaded by path, outside any package
         IMPORTABLE,
         SHARED_MODULES,
         SafeNamespace,
+        clock_namespace,
         module_name_error,
         random_namespace,
     )
@@ -211,10 +213,12 @@ class RunPolicy:
     nothing survives the run."""
 
     def __init__(self, *, output_limit: int, seed: int, abort: Callable[[str], Any] | None = None,
-                 echo: Callable[[str], Any] | None = None) -> None:
+                 echo: Callable[[str], Any] | None = None, now: float | None = None) -> None:
         self.output = OutputBuffer(output_limit, abort, echo)
         self.classes: set[type] = set()
         self.modules = dict(SHARED_MODULES, random=random_namespace(seed))
+        if now is not None:  # the run's clock, from a syscall: replayable (sandbox_proxies.clock_namespace)
+            self.modules["datetime"] = clock_namespace(now)
         self.app_codes: dict[str, types.CodeType] = {}  # the program's own modules, compiled
         self.app_modules: dict[str, SafeNamespace] = {}  # ... and imported (once per run)
         self.module_globals: list[dict[str, Any]] = []

@@ -175,7 +175,7 @@ class Extras(msgspec.Struct, frozen=True, kw_only=True):
 
 def encode_request(source: str, limits: Limits, names: frozenset[str] | None,
                     inputs: Mapping[str, Any] | None, seed: int | None,
-                    extras: Extras | None = None) -> bytes:
+                    extras: Extras | None = None, now: float | None = None) -> bytes:
     """Validate what the caller (trusted, but possibly buggy) passed in."""
     extras = extras or Extras()
     if type(source) is not str or not all(type(s) is str for s in extras.modules.values()):
@@ -191,7 +191,7 @@ def encode_request(source: str, limits: Limits, names: frozenset[str] | None,
             raise SyscallError(Errno.EINVAL, f"bad name {name!r}: need an identifier not starting with '_'")
     if seed is None:
         seed = int.from_bytes(os.urandom(7), "big")
-    request = {"op": "run", "source": source, "inputs": dict(inputs or {}), "seed": int(seed),
+    request = {"op": "run", "source": source, "inputs": dict(inputs or {}), "seed": int(seed), "now": now,
                "modules": dict(extras.modules) or None, "agent": extras.agent, "echo": extras.echo,
                "only": extras.only,
                "syscalls": None if names is None else sorted(names),

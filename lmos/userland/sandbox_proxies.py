@@ -195,6 +195,36 @@ def _datetime_namespace() -> SafeNamespace:
     return SafeNamespace("datetime", {n: getattr(_datetime, n) for n in names})
 
 
+def clock_namespace(now: float) -> SafeNamespace:
+    """``datetime`` whose clock is the time a run started, as a ``time`` syscall gave it.
+
+    A program's outputs must follow from its syscall results alone, or recovery by replay
+    (docs/durability.md) could not re-run it: ``datetime.now()``, ``today()`` and
+    ``date.today()`` all read that one instant, which the syscall journal holds."""
+
+    class datetime(_datetime.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:  # type: ignore[override]
+            return _datetime.datetime.fromtimestamp(now, tz)
+
+        @classmethod
+        def today(cls) -> Any:  # type: ignore[override]
+            return _datetime.datetime.fromtimestamp(now)
+
+        @classmethod
+        def utcnow(cls) -> Any:  # type: ignore[override]
+            return _datetime.datetime.fromtimestamp(now, _datetime.UTC).replace(tzinfo=None)
+
+    class date(_datetime.date):
+        @classmethod
+        def today(cls) -> Any:  # type: ignore[override]
+            return _datetime.date.fromtimestamp(now)
+
+    names = ("time", "timedelta", "timezone", "MINYEAR", "MAXYEAR")
+    return SafeNamespace("datetime", {"datetime": datetime, "date": date,
+                                      **{n: getattr(_datetime, n) for n in names}})
+
+
 def random_namespace(seed: int) -> SafeNamespace:
     """A per-run generator: the same seed gives the same draws, and one run's
     draws never shift another's."""

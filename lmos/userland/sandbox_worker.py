@@ -219,8 +219,9 @@ class Worker:
         if req.get("echo"):  # printed text also goes out as the process's output, as it is printed
             def echo(text: str) -> None:
                 self._syscall("write", {"text": text}, calls)
+        now = req.get("now")
         pol = policy.RunPolicy(output_limit=int(limits["output_bytes"]), seed=int(req["seed"]),
-                               abort=self.abort, echo=echo)
+                               abort=self.abort, echo=echo, now=float(now) if now is not None else None)
         defaults = req.get("agent")
         if type(defaults) is dict:
             sys_call = extra["sys_call"]

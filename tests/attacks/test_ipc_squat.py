@@ -20,6 +20,7 @@ from kutil import kernel
 from lmos.drivers.scripted import ScriptedDriver
 from lmos.errors import SyscallError
 from lmos.syscalls.client import Sys
+from lmos.taskprompts import TEAM_PLAN_SYSTEM
 
 pytestmark = pytest.mark.anyio
 ALICE, BOB = 1001, 1002
@@ -84,7 +85,7 @@ async def test_a_private_channel_opens_only_for_its_creators_tree() -> None:
 
 
 def model(window: str) -> str:
-    if "You are a planner" in window:
+    if TEAM_PLAN_SYSTEM in window:
         return "1. what is 2 + 3?\n2. what is 4 * 5?"
     if "Combine the results" in window:
         return "Combined."

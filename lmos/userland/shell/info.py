@@ -42,6 +42,8 @@ async def cmd_models(sh: Shell, args: list[str], line: str) -> None:
         sh.out(f"{m.name:<12} {m.driver:<12} window {m.max_model_len} tokens, KV {m.free_blocks}/"
                f"{m.num_blocks} blocks free (x{m.block_size}), {m.runnable} runnable, "
                f"{m.tokens} tokens in {m.steps} steps")
+        if m.tuning:
+            sh.out(f"{'':<12} limits: {m.tuning}")
 
 
 MAX_PAGE_ROWS = 40  # a page table longer than a screen is summarised

@@ -88,8 +88,9 @@ def unstreamed(value: Any, streamed: str = "") -> Any:
 
     A string shown in the stream is dropped, and so is a dict's ``text``.  An agent's
     answer record also loses its bookkeeping: its tool calls were shown as they ran,
-    ``steps`` says nothing to a reader, and ``finish_reason`` is kept only when the
-    answer was cut short."""
+    ``steps`` says nothing to a reader, ``finish_reason`` is kept only when the
+    answer was cut short, and a flag an app adds that is off (support's ``handoff: false``)
+    is the ordinary case, not news: only a flag that is on is shown."""
     seen = _norm(streamed)
 
     def shown(text: str) -> bool:
@@ -108,6 +109,8 @@ def unstreamed(value: Any, streamed: str = "") -> Any:
             out.pop("finish_reason")
         if not out["text"].strip():
             out.pop("text")
+        for key in [k for k, v in out.items() if v is False]:
+            out.pop(key)
     if isinstance(out.get("text"), str) and shown(out["text"]):
         out.pop("text")
     if not out and value:

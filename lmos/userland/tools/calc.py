@@ -3,7 +3,8 @@
 Apps hand the model's text to this tool, so the expression is untrusted input.
 ``eval`` would run arbitrary code; instead the expression is parsed with
 :mod:`ast` and only a whitelist of node types is walked (numbers, ``+ - * / //
-% **``, unary plus/minus, parentheses).  Exponents and intermediate results are
+% **``, unary plus/minus, parentheses, and the functions ``sqrt abs round min
+max`` called by name).  Exponents and intermediate results are
 bounded so ``9**9**9`` cannot eat the CPU or memory of the worker.
 
 The training corpus of the built-in model computes its answers with these same
@@ -17,6 +18,7 @@ import ast
 import math
 import operator
 from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
 
 from lmos.errors import Errno, SyscallError
 
@@ -24,6 +26,8 @@ MAX_EXPR_CHARS = 200
 MAX_EXPONENT = 64
 MAX_ABS_RESULT = 10**30
 MAX_DEPTH = 100
+MAX_ARGS = 20
+MAX_ROUND_DIGITS = 10
 
 _BINARY: dict[type[ast.operator], Callable[[int | float, int | float], int | float]] = {
     ast.Add: operator.add,
@@ -47,6 +51,51 @@ def _check(value: int | float) -> int | float:
     if abs(value) > MAX_ABS_RESULT:
         raise _fail("result too large")
     return value
+
+
+def _sqrt(x: int | float) -> int | float:
+    """Exact for perfect squares (``sqrt(144)`` is the int 12, even past float precision)."""
+    if x < 0:
+        raise _fail("square root of a negative number")
+    if isinstance(x, int):
+        root = math.isqrt(x)
+        if root * root == x:
+            return root
+    return math.sqrt(x)
+
+
+def _round(x: int | float, digits: int | float = 0) -> int | float:
+    """Half away from zero, as people round (Python's ``round`` gives ``round(2.5) == 2``)."""
+    if not isinstance(digits, int) or not 0 <= digits <= MAX_ROUND_DIGITS:
+        raise _fail(f"round: digits must be a whole number from 0 to {MAX_ROUND_DIGITS}")
+    if isinstance(x, int):
+        return x
+    value = Decimal(repr(x)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    return int(value) if digits == 0 else float(value)
+
+
+# name -> (function, least args, most args)
+_FUNCTIONS: dict[str, tuple[Callable[..., int | float], int, int]] = {
+    "sqrt": (_sqrt, 1, 1),
+    "abs": (abs, 1, 1),
+    "round": (_round, 1, 2),
+    "min": (min, 1, MAX_ARGS),
+    "max": (max, 1, MAX_ARGS),
+}
+
+
+def _call(node: ast.Call, depth: int) -> int | float:
+    name = node.func.id if isinstance(node.func, ast.Name) else None
+    if name not in _FUNCTIONS:
+        raise _fail(f"unsupported function (allowed: {', '.join(_FUNCTIONS)})")
+    fn, least, most = _FUNCTIONS[name]
+    if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+        raise _fail(f"{name}: positional arguments only")
+    if not least <= len(node.args) <= most:
+        count = str(least) if least == most else f"{least} to {most}"
+        raise _fail(f"{name} takes {count} argument{'' if most == 1 else 's'}")
+    args = [_eval(a, depth + 1) for a in node.args]
+    return _check(fn(*args))
 
 
 def _eval(node: ast.AST, depth: int) -> int | float:
@@ -73,6 +122,8 @@ def _eval(node: ast.AST, depth: int) -> int | float:
         if isinstance(result, complex):
             raise _fail("result is not a real number")
         return _check(result)
+    if isinstance(node, ast.Call):
+        return _call(node, depth)
     raise _fail(f"unsupported syntax: {type(node).__name__}")
 
 

@@ -8,7 +8,11 @@ may see and whether reading taints the caller are the syscalls' decisions, not
 a second copy of their rules; a file it may not read is skipped.  It ranks
 passages with BM25+ (``rank_bm25``; plain BM25 gives words common to half the
 files zero weight in small collections), which needs no model and is good
-enough for FAQ- and notes-sized collections.
+enough for FAQ- and notes-sized collections.  Words are compared without a
+plural or verb ``-s`` ("refund" finds "refunds"), and the query's function
+words ("how", "do", "my" ...) are dropped: in a question they match every
+passage, so a question about something no file mentions would otherwise still
+"find" passages, and the support app could not tell it should hand off.
 """
 
 from __future__ import annotations
@@ -19,13 +23,37 @@ from typing import Any
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.tool import Tool, ToolCtx
 
-PATH = {"type": "string", "minLength": 1, "maxLength": 1024}
+PATH = {"type": "string", "minLength": 1, "maxLength": 1024,
+        "description": "an absolute path, e.g. /notes/todo.md"}
 MAX_SEARCH_FILES = 2000
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+_STOPWORDS = """a about an and are as at be but by can could do does did for from get got had has
+have how i if in is it its me my no not of on or our please so than that the their them then there these
+they this to us was we what when where which who why will with would you your"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+
+
+def _stem(word: str) -> str:
+    """``word`` without a plural/verb ``-s`` (``-ies`` -> ``-y``): enough for matching FAQ wording."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """The words of ``text`` as search compares them (lower case, stemmed)."""
+    return [_stem(w) for w in _WORD.findall(text.lower())]
+
+
+def query_words(text: str) -> list[str]:
+    """The words of a query that carry its meaning (:func:`words` less :data:`STOPWORDS`); all of
+    them when the query is only function words."""
+    found = words(text)
+    return [w for w in found if w not in STOPWORDS] or found
 
 
 async def fs_read(ctx: ToolCtx, args: dict[str, Any]) -> str:
@@ -89,7 +117,7 @@ async def search(ctx: ToolCtx, args: dict[str, Any]) -> str:
         for para in re.split(r"\n\s*\n", data):
             if para.strip():
                 passages.append((path, para.strip()))
-    query = words(args["query"])
+    query = query_words(args["query"])
     if not passages or not query:
         return "no results"
     bm25 = BM25Plus([words(text) or [""] for _, text in passages])
@@ -111,28 +139,31 @@ TOOLS = [
     ),
     Tool(
         "fs_write",
-        "Write a text file (mode: create, overwrite or append).",
+        "Write a text file.",
         {
             "type": "object",
             "properties": {
                 "path": PATH,
-                "data": {"type": "string", "maxLength": 1 << 20},
-                "mode": {"enum": ["create", "overwrite", "append"]},
+                "data": {"type": "string", "maxLength": 1 << 20, "description": "the text to write"},
+                "mode": {"enum": ["create", "overwrite", "append"], "description": "overwrite if not given"},
             },
             "required": ["path", "data"],
         },
         fs_write,
     ),
-    Tool("fs_list", "List a directory.", {"type": "object", "properties": {"path": PATH}}, fs_list),
+    Tool("fs_list", "List a directory.",
+         {"type": "object", "properties": {"path": PATH}}, fs_list),
     Tool(
         "search",
-        "Search the user's files; returns the best-matching passages.",
+        "Search the user's files for the best-matching passages.",
         {
             "type": "object",
             "properties": {
-                "query": {"type": "string", "minLength": 1, "maxLength": 1000},
-                "path": PATH,
-                "k": {"type": "integer", "minimum": 1, "maximum": 20},
+                "query": {"type": "string", "minLength": 1, "maxLength": 1000,
+                          "description": "what to look for"},
+                "path": {**PATH, "description": "search only under this folder"},
+                "k": {"type": "integer", "minimum": 1, "maximum": 20,
+                      "description": "passages to return (3)"},
             },
             "required": ["query"],
         },

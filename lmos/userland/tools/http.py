@@ -218,7 +218,8 @@ TOOLS = [
         "Fetch a web page or API response (text).",
         {
             "type": "object",
-            "properties": {"url": {"type": "string", "minLength": 8, "maxLength": 2048}},
+            "properties": {"url": {"type": "string", "minLength": 8, "maxLength": 2048,
+                                   "description": "an http:// or https:// URL"}},
             "required": ["url"],
         },
         http_get,

@@ -5,9 +5,12 @@ Usage: recommend [--catalogue PATH] [--top N] PROFILE...
 Ranking is BM25+ (bm25.py) of the profile against each item's title, tags and
 description: deterministic, explainable, and cheap for thousands of items.
 The model only writes the explanation, so a small model cannot reorder or
-invent items.  The catalogue is a file in the user's tree (default
-/recommend/catalogue.jsonl), one JSON object per line ({"id", "title",
-"description", "tags"}) or plain `title: text` lines.
+invent items; it is prompted with exactly the words it was trained on
+(`recommend_messages`, from lmos.taskprompts: the top items, best first, in
+the system turn) and names the top item with one of its own attributes.  The
+catalogue is a file in the user's tree (default /recommend/catalogue.jsonl),
+one JSON object per line ({"id", "title", "description", "tags"}) or plain
+`title: text` lines.
 Returns {"ranking": [{id, title, score}], "text": the pitch}.
 """
 
@@ -16,6 +19,14 @@ import json
 import bm25
 
 CATALOGUE = "/recommend/catalogue.jsonl"
+HELP = """usage: recommend [--catalogue PATH] [--top N] PROFILE...
+Ranks the catalogue's items for a customer PROFILE (BM25 over title, tags and description) and has the
+model recommend the best one, saying why.
+Needs: /recommend/catalogue.jsonl (or --catalogue PATH under /recommend), one item per line:
+  a JSON object {"id": ..., "title": ..., "tags": [...], "description": ...}
+  or a plain `Title: description` line.
+  Create it in lmosh:  write /recommend/catalogue.jsonl <<EOF   (then the items, then a line EOF)
+  or copy a host file: put catalogue.jsonl /recommend/catalogue.jsonl"""
 
 
 def parse_catalogue(text):
@@ -47,28 +58,46 @@ def rank(items, profile):
     return [(s[i], items[i]) for i in order]
 
 
-args, path, top = list(argv), CATALOGUE, 3
-while args and args[0].startswith("--"):
-    flag = args.pop(0)
-    if not args:
-        raise SyscallError("EINVAL", flag + " needs a value")
-    value = args.pop(0)
-    if flag == "--catalogue":
-        path = value
-    elif flag == "--top" and value.isdigit() and int(value) > 0:
-        top = int(value)
-    else:
-        raise SyscallError("EINVAL", "bad option " + flag + " " + value)
-profile = " ".join(args).strip()
-if not profile:
-    raise SyscallError("EINVAL", "describe the user, e.g. `recommend likes hiking, budget`")
-items = parse_catalogue(fs_read(path=path)["data"])
-if not items:
-    raise SyscallError("ENODATA", path + " has no items")
-ranked = rank(items, profile)[:top]
-listing = "\n".join("- " + i["title"] + ": " + i.get("description", "") for _, i in ranked)
-text = ask([{"role": "system", "content": manifest["system"]},
-            {"role": "user", "content": "Customer: " + profile + "\nItems:\n" + listing}],
-           max_tokens=96, temperature=0.0)
-result = {"ranking": [{"id": i["id"], "title": i["title"], "score": round(s, 4)} for s, i in ranked],
-          "text": text}
+def read_catalogue(path):
+    """The catalogue's text; a missing one is explained in one line that says how to create it."""
+    try:
+        return fs_read(path=path)["data"]
+    except SyscallError as exc:
+        if exc.errno == "ENOENT":
+            raise SyscallError("ENOENT", "no catalogue at " + path + " \u2014 create it: write " + path
+                               + " <<EOF (one item per line: a JSON object or `Title: description`, "
+                               "then a line EOF)") from None
+        raise
+
+
+def main(argv):
+    args, path, top = list(argv), CATALOGUE, 3
+    while args and args[0].startswith("--"):
+        flag = args.pop(0)
+        if not args:
+            raise SyscallError("EINVAL", flag + " needs a value")
+        value = args.pop(0)
+        if flag == "--catalogue":
+            path = value
+        elif flag == "--top" and value.isdigit() and int(value) > 0:
+            top = int(value)
+        else:
+            raise SyscallError("EINVAL", "bad option " + flag + " " + value)
+    profile = " ".join(args).strip()
+    if not profile:
+        raise SyscallError("EINVAL", "describe the customer, e.g. `recommend likes hiking, budget` "
+                           "(recommend --help)")
+    items = parse_catalogue(read_catalogue(path))
+    if not items:
+        raise SyscallError("ENODATA", path + " has no items \u2014 add one per line: write " + path
+                           + " <<EOF")
+    ranked = rank(items, profile)[:top]
+    text = ask(recommend_messages(profile, [i for _, i in ranked]), max_tokens=128, temperature=0.0)
+    return {"ranking": [{"id": i["id"], "title": i["title"], "score": round(s, 4)} for s, i in ranked],
+            "text": text}
+
+
+if argv[:1] in (["--help"], ["-h"]):
+    print(HELP)
+else:
+    result = main(argv)
