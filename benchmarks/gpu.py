@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput_peers import run_driver  # the same driver-only loop as the CPU peers
 
 QWEN2_05B: dict[str, Any] = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                                  num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
@@ -114,36 +117,6 @@ def padded(model: Any, prompts: list[list[int]], new: int, device: str) -> list[
     g = model.generate(ids, attention_mask=mask, max_new_tokens=new, **GREEDY)
     res: list[list[int]] = g[:, width:].tolist()
     return res
-
-
-def driver_loop(driver: Any, prompts: list[list[int]], new: int, base: int) -> list[list[int]]:
-    """The paged driver alone: admit all, chunked prefill next to decodes, decode to the end."""
-    from lmos.drivers.base import SamplingParams, StepItem, StepPlan
-
-    greedy = SamplingParams(temperature=0.0)
-    out: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        driver.add(base + i, p, greedy)
-        out[base + i] = []
-    live = set(out)
-    while live:
-        items, budget, free = [], driver.limits.max_tokens, driver.kv_free()
-        for sid in sorted(live):
-            if len(items) == driver.limits.max_seqs or budget == 0:
-                break
-            n = min(driver.pending(sid), budget)
-            need = driver.kv_needed(sid, n)
-            if n and need <= free:
-                free -= need
-                budget -= n
-                items.append(StepItem(sid, n))
-        for sid, tok in driver.step(StepPlan(items=items)).items():
-            if tok is not None:
-                out[sid].append(tok)
-                if len(out[sid]) == new:
-                    live.discard(sid)
-                    driver.free(sid)
-    return [out[base + i] for i in range(len(prompts))]
 
 
 def matches(a: list[list[int]], b: list[list[int]]) -> int:
@@ -227,7 +200,7 @@ def main() -> int:
                 runs = {
                     "padded": lambda ps: padded(model, ps, new, dev),
                     "lmos": None,
-                    "lmos_driver": lambda ps: driver_loop(driver, ps, new, next(ids)),
+                    "lmos_driver": lambda ps: run_driver(driver, ps, new, next(ids)),
                     "sequential": lambda ps: sequential(model, ps, new, dev),
                 }
                 for peer, fn in runs.items():
