@@ -71,9 +71,13 @@ def save_model(path: Path) -> None:
     sys.path.insert(0, str(HERE))
     import throughput_peers as tp
 
+    from lmos.train.tokenizer import byte_tokenizer
+
     model = tp.build_model("small", torch.device("cpu"))
     model.generation_config.eos_token_id = None
     model.save_pretrained(path)
+    # lmos loads no model directory without a tokenizer (vLLM skips it: the prompts are token ids)
+    byte_tokenizer(model.config.vocab_size).save_pretrained(path)
 
 
 def prompts_for(rng: random.Random, vocab: int, sizes: tuple[int, ...]) -> list[tuple[list[list[int]], ...]]:

@@ -90,7 +90,7 @@ class RemoteModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str  # the API base, e.g. "http://127.0.0.1:8000/v1"
     model: str  # the model name the server serves
     api_key_env: str = "LMOS_REMOTE_API_KEY"
-    max_in_flight: int = 8  # requests running on the server at once; the kernel queues the rest
+    max_in_flight: int = 8  # requests on the server at once (models on one host:port share the least)
     timeout: float = 60.0  # seconds without a byte from the server before a request is retried
     retries: int = 3  # retries of a timeout, 5xx or lost connection before the syscall fails with EIO
     context_window: int = 0

@@ -266,11 +266,13 @@ class Kernel:
 
     async def spawn(self, app: str | Main, argv: list[str] | None = None, *, model: str | None = None,
                     caps: list[str] | None = None, priority: int = 0, weight: float = 1.0,
-                    token_quota: int | None = None, uid: int | None = None) -> int:
+                    token_quota: int | None = None, uid: int | None = None,
+                    pin: list[str] | None = None) -> int:
         """Start an app by name, or a Python coroutine function ``main(sys, argv)``, as a process.
 
         It is a child of init and runs as ``uid``; without one, as the host's user
-        (:attr:`KernelCore.host_uid`: never root unless ``as_root=True``).
+        (:attr:`KernelCore.host_uid`: never root unless ``as_root=True``).  ``pin``: texts its
+        paged context starts with, pinned (ENOSPC here if they do not fit its model's window).
         """
         temp = None
         if callable(app):
@@ -280,7 +282,8 @@ class Kernel:
             app = temp
         try:
             r = await self.syscall("spawn", app=app, argv=list(argv or []), model=model, caps=caps,
-                                   priority=priority, weight=weight, token_quota=token_quota, uid=uid)
+                                   priority=priority, weight=weight, token_quota=token_quota, uid=uid,
+                                   pin=list(pin or []))
         finally:
             if temp is not None:
                 self.programs.unregister(temp)

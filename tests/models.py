@@ -65,6 +65,15 @@ def tiny_model(arch: str) -> Any:
     return _MODELS[arch]
 
 
+def save_model_dir(model: Any, path: Any) -> None:
+    """``model`` as a directory the HF driver loads: its weights and a byte-level tokenizer of its
+    vocabulary size (a directory without a tokenizer is refused at load)."""
+    from lmos.train.tokenizer import byte_tokenizer
+
+    model.save_pretrained(str(path))
+    byte_tokenizer(model.config.vocab_size).save_pretrained(str(path))
+
+
 def make_driver(arch: str, block_size: int = 16, **kw: Any) -> HFDriver:
     """A driver over a private copy of the reference model (the driver switches its attention)."""
     kw.setdefault("kv_memory", "4MiB")

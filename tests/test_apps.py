@@ -273,8 +273,12 @@ async def test_apps_say_what_files_they_need_and_how_to_create_them() -> None:
             assert w.exit_status == 0 and w.result is None, w.error
             assert text.startswith(f"usage: {app}") and needs in text, text
         for app, argv, line in [
+            ("support", ["how", "do", "I", "reset", "my", "password?"],
+             "no FAQ at /support/faq.md \u2014 create it: write /support/faq.md <<EOF"),
             ("recommend", ["hiking"], "no catalogue at /recommend/catalogue.jsonl \u2014 create it: "
                                       "write /recommend/catalogue.jsonl <<EOF"),
+            ("recommend", ["--catalogue", "/recommend/shoes.jsonl", "hiking"],
+             "no catalogue at /recommend/shoes.jsonl \u2014 create it: write /recommend/shoes.jsonl <<EOF"),
             ("sentiment-monitor", ["--file", "/news/today.txt"],
              "no headline file at /news/today.txt \u2014 create it: write /news/today.txt <<EOF"),
             ("sentiment-monitor", [], "no headlines: give them as arguments, --file PATH or --chan NAME"),

@@ -270,7 +270,7 @@ async def test_a_code_app_reads_its_clock_and_random_seed_from_the_time_syscall(
 
         async def call(self, name: str, **payload: Any) -> Any:
             if name == "getpid":
-                return type("R", (), {"uid": os.getuid()})()
+                return type("R", (), {"uid": os.getuid(), "pid": 7, "ppid": 1})()
             assert name == "time"
             return {"wall": self.wall, "monotonic": 1.0}
 

@@ -19,7 +19,7 @@ import torch
 
 from lmos.drivers.hf import HFDriver
 from lmos.errors import Errno, SyscallError
-from tests.models import Loop, prompt
+from tests.models import ARCHS, Loop, prompt, tiny_model
 
 BASE: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                             vocab_size=256, max_position_embeddings=512, initializer_range=0.2,
@@ -79,6 +79,28 @@ def test_other_architectures_equal_generate(arch: str, bs: int) -> None:
     for sid, p in prompts.items():
         loop.add(sid, p, new[sid])
     assert loop.run() == refs
+
+
+@pytest.mark.parametrize("arch", sorted(CASES) + list(ARCHS))
+def test_unmasked_decodes_equal_generate(arch: str) -> None:
+    """Decodes whose every key is visible (one sequence alone, or rows of one length) attend without
+    a mask and write the working copy by slicing: still token for token ``generate``, and past the
+    sliding window (12 tokens) the mask must come back."""
+    if arch in CASES:
+        over, attn = CASES[arch]
+        model = build(arch, attn, **over)
+    else:
+        model = tiny_model(arch)
+    prompts = {0: prompt(20, 5), 1: prompt(21, 9), 2: prompt(22, 9)}
+    refs = {sid: generate(model, p, 20) for sid, p in prompts.items()}
+    d = HFDriver(copy.deepcopy(model), block_size=4, kv_memory="4MiB", max_seqs=8, max_tokens_per_step=64)
+    alone = Loop(d)  # one sequence
+    alone.add(0, prompts[0], 20)
+    pair = Loop(d)  # two rows at the same length
+    for sid in (1, 2):
+        pair.add(sid, prompts[sid], 20)
+    assert {**alone.run(), **pair.run()} == refs
+    assert d._decode_cache is not None and d._decode_cache.hits > 30  # the fast path ran
 
 
 def test_softcap_and_sinks_matter() -> None:

@@ -65,8 +65,10 @@ def test_the_driver_shows_what_it_chose() -> None:
     assert err.value.errno == Errno.EINVAL
 
 
-def test_every_cpu_step_runs_on_the_one_step_thread_which_gives_its_team_back() -> None:
-    d = HFDriver(copy.deepcopy(tiny_model("llama")), kv_memory="4MiB", max_seqs=4, max_tokens_per_step=64)
+def _spied_driver(threads: int) -> tuple[HFDriver, list[str]]:
+    """A tiny driver whose steps record the name of the thread they run on."""
+    d = HFDriver(copy.deepcopy(tiny_model("llama")), kv_memory="4MiB", max_seqs=4, max_tokens_per_step=64,
+                 threads=threads)
     seen: list[str] = []
     inner = d._step
 
@@ -75,6 +77,35 @@ def test_every_cpu_step_runs_on_the_one_step_thread_which_gives_its_team_back() 
         return inner(plan)
 
     d._step = spy  # type: ignore[method-assign]
+    return d, seen
+
+
+def test_one_thread_steps_run_on_the_caller_without_a_hand_off() -> None:
+    """One torch thread forms no OpenMP team: the step runs where it is called (per-token latency)."""
+    before = torch.get_num_threads()
+    d, seen = _spied_driver(threads=1)
+    try:
+        d.add(1, prompt(1, 12), GREEDY)
+        d.step(StepPlan(items=[StepItem(1, 12)]))
+        assert seen == [threading.current_thread().name]
+    finally:
+        d.close()
+        torch.set_num_threads(before)
+    with pytest.raises(SyscallError):
+        d.step(StepPlan(items=[StepItem(1, 1)]))
+
+
+def test_every_cpu_step_runs_on_the_one_step_thread_which_gives_its_team_back() -> None:
+    before = torch.get_num_threads()
+    try:
+        _steps_on_the_step_thread()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _steps_on_the_step_thread() -> None:
+    # two threads: with one, steps run on the caller (no team to confine)
+    d, seen = _spied_driver(threads=2)
     try:
         d.add(1, prompt(1, 12), GREEDY)
         d.step(StepPlan(items=[StepItem(1, 12)]))  # from the main thread

@@ -13,7 +13,7 @@ from lmos.drivers.base import Driver, KVLocation, SamplingParams, StepItem, Step
 from lmos.drivers.hf import HFDriver
 from lmos.drivers.sampling import sample
 from lmos.errors import Errno, SyscallError
-from tests.models import GREEDY, Loop, make_driver, prompt, reference, tiny_config, tiny_model
+from tests.models import GREEDY, Loop, make_driver, prompt, reference, save_model_dir, tiny_config, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -43,24 +43,20 @@ def _save_tokenizer(path: Path) -> None:
     Qwen2Tokenizer(vocab=vocab, merges=[], unk_token="<unk>").save_pretrained(str(path))
 
 
-@pytest.mark.parametrize("with_tokenizer", [False, True])
-def test_from_pretrained_saved_model(tmp_path: Path, with_tokenizer: bool) -> None:
+def test_from_pretrained_saved_model(tmp_path: Path) -> None:
     model = copy.deepcopy(tiny_model("qwen2"))
     model.generation_config.eos_token_id = [2, 5]
     model.save_pretrained(str(tmp_path))
-    if with_tokenizer:
-        _save_tokenizer(tmp_path)
+    assert _errno(HFDriver.from_pretrained, str(tmp_path)) is Errno.ENOENT  # no tokenizer saved yet
+    _save_tokenizer(tmp_path)
     d = HFDriver.from_pretrained(str(tmp_path), device="cpu", kv_memory="2MiB", block_size=8)
     assert isinstance(d, Driver)
     assert d.eos_token_ids == (2, 5)
     assert d.default_sampling().temperature == 0.0
     assert d.model.dtype == torch.float32
-    if with_tokenizer:
-        assert d.tokenizer is not None
-        ids = d.tokenizer.encode("abc ja")
-        assert ids == [3, 4, 5, 13, 12, 3] and d.tokenizer.decode(ids) == "abc ja"
-    else:
-        assert d.tokenizer is None
+    assert d.tokenizer is not None
+    ids = d.tokenizer.encode("abc ja")
+    assert ids == [3, 4, 5, 13, 12, 3] and d.tokenizer.decode(ids) == "abc ja"
     p = prompt(50, 20)
     loop = Loop(d)
     loop.add(0, p, 8)
@@ -294,7 +290,7 @@ def test_fork_of_seeded_sequence_continues_its_stream() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_from_pretrained_and_swap(tmp_path: Path) -> None:
     """The real loading path onto the GPU (accelerate placement); a swap round trip via pinned memory."""
-    copy.deepcopy(tiny_model("llama")).save_pretrained(str(tmp_path))
+    save_model_dir(copy.deepcopy(tiny_model("llama")), tmp_path)
     d = HFDriver.from_pretrained(str(tmp_path), device="cuda", kv_memory="0.01", block_size=16)
     assert d.device.type == "cuda" and d.model.dtype == torch.float32  # "auto" keeps the checkpoint's
     p = prompt(170, 40)

@@ -10,12 +10,14 @@ from typing import Any
 
 import anyio
 import pytest
-from models import ARCHS, prompt, reference, tiny_model
+from models import ARCHS, prompt, reference, save_model_dir, tiny_model
 
 import lmos
+from lmos.train.tokenizer import byte_tokenizer
 
 pytestmark = pytest.mark.anyio
 NEW = 12
+TEXT = byte_tokenizer(256)  # the model directories' tokenizer: replies are its decoding of the tokens
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for arch in ARCHS:
         d = tmp_path_factory.mktemp(arch)
-        tiny_model(arch).save_pretrained(d)  # no tokenizer: token-id prompts, text is empty
+        save_model_dir(tiny_model(arch), d)  # with a byte-level tokenizer; the prompts are token ids
         out[arch] = d
     return out
 
@@ -39,7 +41,7 @@ async def run_all(k: lmos.Kernel, prompts: list[list[int]], stagger: float = 0.0
     async def one(i: int) -> None:
         await anyio.sleep(stagger * i)  # later processes join while earlier ones decode
         r = await k.complete(prompts[i], max_tokens=NEW, temperature=0)
-        assert r.text == "" and r.finish_reason == "length"
+        assert r.finish_reason == "length" and r.text == TEXT.decode(r.token_ids)
         out[i] = r.token_ids
 
     async with anyio.create_task_group() as tg:

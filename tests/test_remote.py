@@ -140,7 +140,15 @@ async def test_a_kill_ends_the_generation_on_the_server(server: str) -> None:
 
     base = server.removesuffix("/v1")
     async with kernel(server, "completions") as k, httpx.AsyncClient(base_url=base, timeout=30) as http:
-        gen = {"prompt": "the", "max_tokens": 900, "temperature": 1.0, "seed": 1}
+        # a seed whose sample runs on for a while (a seeded sample is the same each time), whatever
+        # the built-in model is: most end at their end-of-turn token within a few tokens
+        for seed in range(1, 64):
+            r = await k.complete("the", max_tokens=200, temperature=1.0, seed=seed)
+            if r.finish_reason == "length":
+                break
+        else:
+            pytest.skip("no seed makes the built-in model run on for 200 tokens")
+        gen = {"prompt": "the", "max_tokens": 900, "temperature": 1.0, "seed": seed}
         pid = await k.spawn("llm.complete", [json.dumps(gen)])
         seen = 0
         async for ev in k.stream(pid):

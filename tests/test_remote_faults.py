@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -161,6 +162,28 @@ async def test_in_flight_limit_and_the_kernels_order(stub: Stub) -> None:
         assert stub.max_in_flight == 3 and len(stub.requests) == 8
 
 
+async def test_models_on_one_server_share_its_in_flight_limit() -> None:
+    """The limit is the server's, not each model's: two models behind one base URL never have more
+    than max_in_flight requests on it together (the smaller of their tables' limits), while a
+    model on another server has its own."""
+    with running(Stub(models=("a", "b"))) as one, running(Stub(models=("c",))) as other:
+        for s in (one, other):
+            s.delay = 0.03
+        cfg = load_config(env={}, state_dir=":memory:", models={
+            "a": {"url": one.url, "model": "a", "max_in_flight": 3, "timeout": 5.0},
+            "b": {"url": one.url + "/", "model": "b", "max_in_flight": 2, "timeout": 5.0},
+            "c": {"url": other.url, "model": "c", "max_in_flight": 2, "timeout": 5.0}})
+        async with lmos.Kernel(model="a", config=cfg) as k:
+            await k.load_model("b", "b")
+            await k.load_model("c", "c")
+            async with anyio.create_task_group() as tg:
+                for i in range(12):
+                    tg.start_soon(partial(k.complete, f"p{i}", model=(None, "b", "c")[i % 3]))  # None: a
+        assert len(one.requests) == 8 and {b["model"] for _, _, b in one.requests} == {"a", "b"}
+        assert one.max_in_flight == 2  # not 2 + 3: the two models' requests were counted together
+        assert len(other.requests) == 4 and other.max_in_flight == 2
+
+
 async def test_tool_calls_go_through_lmos_agent_loop(stub: Stub) -> None:
     stub.script = ["tool"]
     stub.tool_preamble = "Let me work that out."  # text before the call: left out of the turn
@@ -193,6 +216,12 @@ async def test_context_window_comes_from_the_server(stub: Stub) -> None:
 
         w = await k.wait(await k.spawn(pinned))
         assert w.exit_status != 0 and w.errno == Errno.ENOSPC
+        # given at spawn, pinned pages that cannot fit the server's window are refused there:
+        # no process is made (64 tokens, 8 kept for the reply)
+        with pytest.raises(SyscallError) as e:
+            await k.spawn("llm.complete", [json.dumps({"prompt": "x"})], pin=["y" * 57])
+        assert e.value.errno is Errno.ENOSPC and "56" not in e.value.message
+        assert "64 tokens" in e.value.message and not await k.ps()
     assert not stub.requests  # refused by the kernel, never sent
 
 

@@ -203,6 +203,7 @@ def test_bad_data_is_one_clear_error_with_line_numbers(config: Path, tmp_path: P
     assert result.exit_code == 1
     assert "error:" in result.output and "line 2:" in result.output and "line 3:" in result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()  # stopped before training: no output directory, no checkpoint
 
 
 def test_bad_config_and_device_errors(config: Path, tmp_path: Path) -> None:

@@ -77,7 +77,8 @@ class Tuning:
 
 
 def _timed_forward(model: Any, tokens: int, keep_all: bool, device: torch.device, keep_arg: bool) -> float:
-    ids = torch.randint(3, 100, (1, tokens), device=device)
+    vocab = int(getattr(model.config, "vocab_size", 0) or 100)  # a tiny vocabulary has no id 99
+    ids = torch.randint(min(3, vocab - 1), min(100, vocab), (1, tokens), device=device)
     kw: dict[str, Any] = {}
     if keep_arg and not keep_all:
         kw["logits_to_keep"] = 1

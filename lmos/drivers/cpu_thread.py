@@ -17,6 +17,10 @@ lends), and that thread hands its team back with ``omp_pause_resource_all``
 too (:func:`release_team`), so while the kernel generates only the step
 thread's team exists.  With Intel OpenMP or no OpenMP at all the release is a
 no-op: those runtimes share one pool per process and do not have the problem.
+
+At one torch thread no team forms at all, so the driver runs its steps on the calling thread
+(:meth:`StepThread.run_here`) and saves the two thread wake-ups per step, which are per-token
+latency for a single request (issue 16).
 """
 
 from __future__ import annotations
@@ -104,6 +108,19 @@ class StepThread:
             if err is not None:
                 raise err
             return res  # type: ignore[return-value]
+
+    def run_here(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the calling thread, still one caller at a time.
+
+        For steps with one torch thread: no OpenMP team forms at all then (ATen runs
+        single-threaded loops inline, libgomp starts no workers), so there is no team to keep
+        on one thread, and the two hand-offs of :meth:`run` (a wake-up each way, tens of
+        microseconds, far more on a loaded machine) are pure per-token latency.
+        """
+        with self._busy:
+            if self._closed:
+                raise RuntimeError("step thread is closed")
+            return fn()
 
     def _loop(self) -> None:
         team = False  # does this thread hold an OpenMP team now

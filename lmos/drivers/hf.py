@@ -304,6 +304,9 @@ class HFDriver:
         if self._closed:
             raise SyscallError(Errno.EIO, "driver is closed")
         if self._stepper is not None:
+            # one torch thread forms no OpenMP team: nothing to confine, so skip the hand-off
+            if torch.get_num_threads() == 1:
+                return self._stepper.run_here(lambda: self._step(plan))
             return self._stepper.run(lambda: self._step(plan))
         if self.device.type == "cpu":
             return self._step(plan)
@@ -394,7 +397,8 @@ class HFDriver:
             self.pool, ids, keep, dec_tables, dec_starts, pre_tables, pre_starts, pre_counts,
             self._decode_cache, tuple(dec_key),
         )
-        extra: dict[str, Any] = {"logits_to_keep": keep_t} if self._keep_arg else {}
+        every = len(keep) == len(ids)  # every packed token is sampled (pure decode): no rows to pick
+        extra: dict[str, Any] = {"logits_to_keep": 0 if every else keep_t} if self._keep_arg else {}
         try:
             out = self.model(
                 input_ids=input_ids, position_ids=position_ids, use_cache=False, lmos_batch=batch, **extra
@@ -407,7 +411,7 @@ class HFDriver:
         for item, seq in zip(plan.items, seqs, strict=True):
             self.table.commit(seq, item.num_tokens)
         if keep:
-            logits = out.logits[0] if self._keep_arg else out.logits[0].index_select(0, keep_t)
+            logits = out.logits[0] if self._keep_arg or every else out.logits[0].index_select(0, keep_t)
             chosen = [seqs[i] for i in sampled]
             params = [s.sampling for s in chosen]
             if not self.masks.fns and sampling.plain_greedy(params):

@@ -65,10 +65,18 @@ class _Group:
     kv_len: int
     q_pos: torch.Tensor  # [B, Q] absolute position of each query (padding: 0)
     valid: torch.Tensor | None  # [B, Q] bool for padded prefills, None when nothing is padded
+    full: bool = False  # one query per row, every row at the last position: every key is visible
     masks: dict[int | None, torch.Tensor] = field(default_factory=dict)
 
-    def mask(self, window: int | None) -> torch.Tensor:
-        """[B, 1, Q, K] bool: key j visible to a query at position p iff p-window < j <= p."""
+    def mask(self, window: int | None) -> torch.Tensor | None:
+        """[B, 1, Q, K] bool: key j visible to a query at position p iff p-window < j <= p.
+
+        None when every key is visible to every query (a single sequence decoding, or decodes all
+        at the same length, inside the window): SDPA then runs unmasked, as ``model.generate``'s
+        own decode steps do, and the step builds no mask at all.
+        """
+        if self.full and (window is None or self.kv_len <= window):
+            return None
         m = self.masks.get(window)
         if m is None:
             kpos = torch.arange(self.kv_len, device=self.q_pos.device)
@@ -98,6 +106,11 @@ class DecodeCache:
         self.cap = 0
         self._k: list[torch.Tensor] = []
         self._v: list[torch.Tensor] = []
+        # views of row 0, [Hkv, cap, D] to write and [1, Hkv, cap, D] to read: a single decode's fast path
+        self._k0: list[torch.Tensor] = []
+        self._v0: list[torch.Tensor] = []
+        self._k1: list[torch.Tensor] = []
+        self._v1: list[torch.Tensor] = []
         self.hits = 0
         self.rebuilds = 0
 
@@ -119,6 +132,8 @@ class DecodeCache:
                 # zeros: slots past a row's length are masked but must hold finite values
                 self._k = [torch.zeros(dims, device=pool.device, dtype=pool.dtype) for _ in pool.keys]
                 self._v = [torch.zeros(dims, device=pool.device, dtype=pool.dtype) for _ in pool.keys]
+                self._k0, self._v0 = [t[0] for t in self._k], [t[0] for t in self._v]
+                self._k1, self._v1 = [t[:1] for t in self._k], [t[:1] for t in self._v]
             self.key = key
         self.hits += hit
         self.rebuilds += not hit
@@ -128,10 +143,15 @@ class DecodeCache:
     def buffers(self, layer: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._k[layer][:rows], self._v[layer][:rows]
 
+    def row0(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row 0's key and value as ``[Hkv, cap, D]`` and as ``[1, Hkv, cap, D]``, views made once
+        per allocation (each view op costs a microsecond or two, per layer, per token)."""
+        return self._k0[layer], self._v0[layer], self._k1[layer], self._v1[layer]
+
     def clear(self) -> None:
         """Drop the copy (its memory too); the next decode batch rebuilds it."""
         self.key, self.lens, self.rows, self.cap = (), [], 0, 0
-        self._k, self._v = [], []
+        self._k, self._v, self._k0, self._v0, self._k1, self._v1 = [], [], [], [], [], []
 
 
 @dataclass
@@ -146,6 +166,7 @@ class StepBatch:
     cache: DecodeCache | None = None  # the decode batch's working copy
     rebuild: bool = True  # gather the decode batch's KV into the copy (else write the new token only)
     rows: torch.Tensor | None = None  # arange(n_dec) on the device
+    dec_pos: Sequence[int] = ()  # host position of each decode token (a single decode writes by slicing)
 
 
 def _group(
@@ -154,6 +175,7 @@ def _group(
     counts: Sequence[int],
     block_size: int,
     gather: bool = True,
+    dec_pos: torch.Tensor | None = None,
 ) -> _Group:
     """Host gather indices and positions for sequences computing ``counts`` tokens from ``starts``."""
     b = len(tables)
@@ -167,14 +189,18 @@ def _group(
         # padding beyond a sequence's blocks reads pool block 0 (finite, then masked)
         kv_slots = (torch.gather(bt, 1, cols) * block_size + kpos % block_size).reshape(-1)
     q = max(counts)
-    st = torch.tensor(starts, dtype=torch.long)
-    ar = torch.arange(q)
-    q_pos = st[:, None] + ar[None, :]
     valid = None
-    if any(n != q for n in counts):
+    if q == 1:  # decodes: one query each, at its start (``dec_pos``: those starts, already a tensor)
+        q_pos = (torch.tensor(starts, dtype=torch.long) if dec_pos is None else dec_pos)[:, None]
+    else:
+        st = torch.tensor(starts, dtype=torch.long)
+        ar = torch.arange(q)
+        q_pos = st[:, None] + ar[None, :]
+    if q > 1 and any(n != q for n in counts):
         valid = ar[None, :] < torch.tensor(counts, dtype=torch.long)[:, None]
         q_pos = torch.where(valid, q_pos, torch.zeros_like(q_pos))
-    return _Group(kv_slots, b, kv_len, q_pos, valid)
+    full = q == 1 and min(starts) + 1 == kv_len
+    return _Group(kv_slots, b, kv_len, q_pos, valid, full)
 
 
 def _upload(parts: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -204,26 +230,29 @@ def build_batch(
     bs = pool.block_size
     positions: list[int] = list(dec_starts)
     slots: list[int] = [t[p // bs] * bs + p % bs for t, p in zip(dec_tables, dec_starts, strict=True)]
-    pre_slot_parts: list[torch.Tensor] = []
-    for table, start, n in zip(pre_tables, pre_starts, pre_counts, strict=True):
-        positions.extend(range(start, start + n))
-        pos = torch.arange(start, start + n)
-        bt = torch.tensor(table, dtype=torch.long)
-        pre_slot_parts.append(bt[pos // bs] * bs + pos % bs)
-    slot_t = torch.cat([torch.tensor(slots, dtype=torch.long), *pre_slot_parts])
+    every = len(keep) == len(input_ids)  # every token sampled: keep is 0..T-1
+    if pre_tables:
+        pre_slot_parts: list[torch.Tensor] = []
+        for table, start, n in zip(pre_tables, pre_starts, pre_counts, strict=True):
+            positions.extend(range(start, start + n))
+            pos = torch.arange(start, start + n)
+            bt = torch.tensor(table, dtype=torch.long)
+            pre_slot_parts.append(bt[pos // bs] * bs + pos % bs)
+        slot_t = torch.cat([torch.tensor(slots, dtype=torch.long), *pre_slot_parts])
+        meta = [torch.tensor(input_ids, dtype=torch.long), torch.tensor(positions, dtype=torch.long),
+                torch.tensor(keep or [0], dtype=torch.long), slot_t]
+    else:  # decodes only: ids, positions, slots (and keep) are one small host tensor, viewed per row
+        rows = torch.tensor([input_ids, positions, slots] + ([keep] if every else []), dtype=torch.long)
+        meta = [rows[0], rows[1], rows[3] if every else torch.tensor(keep or [0], dtype=torch.long), rows[2]]
     rebuild = cache.plan(dec_key, dec_starts, pool) if cache is not None and dec_tables else None
     if rebuild is None:
         cache = None
     dec = None
     if dec_tables:
-        dec = _group(dec_tables, dec_starts, [1] * len(dec_starts), bs, gather=rebuild is not False)
+        dec = _group(dec_tables, dec_starts, [1] * len(dec_starts), bs, gather=rebuild is not False,
+                     dec_pos=None if pre_tables else meta[1])
     pre = _group(pre_tables, pre_starts, pre_counts, bs) if pre_tables else None
-    parts = [
-        torch.tensor(input_ids, dtype=torch.long),
-        torch.tensor(positions, dtype=torch.long),
-        torch.tensor(keep or [0], dtype=torch.long),
-        slot_t,
-    ]
+    parts = meta
     groups = [g for g in (dec, pre) if g is not None]
     for g in groups:
         parts += [g.kv_slots, g.q_pos] + ([g.valid] if g.valid is not None else [])
@@ -235,8 +264,9 @@ def build_batch(
             g.valid = next(moved)
     batch = StepBatch(pool, slot_d, len(dec_starts), dec, pre)
     if cache is not None and dec is not None:
-        batch.cache, batch.rebuild = cache, bool(rebuild)
-        batch.rows = torch.arange(len(dec_starts), device=pool.device)
+        batch.cache, batch.rebuild, batch.dec_pos = cache, bool(rebuild), dec_starts
+        if len(dec_starts) > 1:
+            batch.rows = torch.arange(len(dec_starts), device=pool.device)
     return batch, ids_t[None, :], pos_t[None, :], keep_t
 
 
@@ -267,8 +297,13 @@ def paged_attention(
     sinks: torch.Tensor | None = kwargs.get("s_aux")
     layer = int(module.layer_idx)  # type: ignore[arg-type]
     kc, vc = batch.pool.keys[layer], batch.pool.values[layer]
-    kc.index_copy_(0, batch.slots, key[0].transpose(0, 1))
-    vc.index_copy_(0, batch.slots, value[0].transpose(0, 1))
+    single = query.shape[2] == 1  # one token in the step: a decode alone (fewer view ops per layer)
+    if single:
+        k_new, v_new = key[:, :, 0], value[:, :, 0]  # [T=1, Hkv, D]
+    else:
+        k_new, v_new = key[0].transpose(0, 1), value[0].transpose(0, 1)  # [T, Hkv, D]
+    kc.index_copy_(0, batch.slots, k_new)
+    vc.index_copy_(0, batch.slots, v_new)
     _, heads, _, dim = query.shape
     kv_heads = kc.shape[1]
     rep = heads // kv_heads
@@ -287,15 +322,27 @@ def paged_attention(
                 kw[:, :, : g.kv_len] = k
                 vw[:, :, : g.kv_len] = v
         else:  # steady decoding: only the new token goes into the working copy
-            kw, vw = cache.buffers(layer, n)
-            pos = g.q_pos[:, 0]
-            kw[batch.rows, :, pos] = key[0, :, :n].transpose(0, 1)
-            vw[batch.rows, :, pos] = value[0, :, :n].transpose(0, 1)
-            k, v = kw[:, :, : g.kv_len], vw[:, :, : g.kv_len]
+            if n == 1:  # one sequence: plain views of row 0, no index tensors (per-token latency)
+                p = batch.dec_pos[0]
+                k0, v0, k1, v1 = cache.row0(layer)
+                k0.select(1, p).copy_(k_new[0])
+                v0.select(1, p).copy_(v_new[0])
+                k, v = k1.narrow(2, 0, g.kv_len), v1.narrow(2, 0, g.kv_len)
+            else:
+                kw, vw = cache.buffers(layer, n)
+                pos = g.q_pos[:, 0]
+                kw[batch.rows, :, pos] = k_new[:n]
+                vw[batch.rows, :, pos] = v_new[:n]
+                k, v = kw[:, :, : g.kv_len], vw[:, :, : g.kv_len]
         # fold the query heads sharing a KV head into the query axis: [B, Hkv, rep, D]
-        q = q_all[:, :n].transpose(0, 1).reshape(n, kv_heads, rep, dim)
+        if single:
+            q = query.reshape(1, kv_heads, rep, dim)
+        else:
+            q = q_all[:, :n].transpose(0, 1).reshape(n, kv_heads, rep, dim)
         sink = None if sinks is None else sinks.view(1, kv_heads, rep, 1)
         o = _attend(q, k, v, g.mask(sliding_window), scaling, softcap, sink)
+        if single:
+            return o.reshape(1, 1, heads, -1), None
         outs.append(o.reshape(n, heads, -1))
 
     g = batch.pre
@@ -325,7 +372,7 @@ def _attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     scale: float | None,
     softcap: float | None,
     sinks: torch.Tensor | None,
@@ -342,7 +389,8 @@ def _attend(
     scores = torch.matmul(q, k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    scores = scores.masked_fill(~mask, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
     if sinks is None:
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
     else:

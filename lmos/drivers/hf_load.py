@@ -4,17 +4,22 @@ Loading is strictly local (``local_files_only=True``): lmos never reaches the
 network at run time, and a mistyped model path must fail at once with
 ``ENOENT`` instead of turning into a hub lookup.
 
-Bad model directories fail at load with one clear error, not later at the
-first prompt: a tokenizer whose vocabulary does not fit the model's embedding
-(ids the model has no row for, or a tokenizer far smaller than the embedding,
-i.e. another model's) is EINVAL naming the directory and both sizes.  A
-directory without tokenizer files is EINVAL too when the caller needs text
-(``require_tokenizer``); otherwise the driver works on token ids alone, which
-tests and token-level benchmarks use.
+Bad model directories fail at load with one clear error, before the weights
+are read where the files allow it, not later at the first prompt (or as an
+``IndexError`` from the embedding): a directory without tokenizer files is
+ENOENT naming the directory and the files looked for, and a tokenizer whose
+vocabulary does not fit the model's embedding (ids the model has no row for,
+or a tokenizer far smaller than the embedding, i.e. another model's) is EINVAL
+naming the directory and both sizes.  Every directory the driver loads has a
+tokenizer: the shell, the apps and the HTTP API all speak text.  A model
+without one (a random-init model in memory) is given to ``HFDriver`` directly
+and works on token ids alone.  ``lmos train --from`` runs the same checks
+(:func:`check_model_dir`, :func:`load_tokenizer`, :func:`check_vocab`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,13 +127,18 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
         raise SyscallError(Errno.EINVAL, f"bad dtype {dtype!r} (float32, float16, bfloat16, auto)") from None
 
 
-def check_vocab(path: str, embedding_rows: int, tokenizer_size: int) -> None:
-    """EINVAL unless the tokenizer's vocabulary fits the model's embedding (see :data:`MAX_SPARE_ROWS`)."""
-    spare = embedding_rows - tokenizer_size
+def check_vocab(path: str | os.PathLike[str], vocab_size: int, tokenizer_size: int) -> None:
+    """EINVAL unless the tokenizer's vocabulary fits the model's (see :data:`MAX_SPARE_ROWS`).
+
+    ``vocab_size`` is the model's ``config.vocab_size`` or its embedding's rows
+    (the same number, unless the config lies)."""
+    spare = vocab_size - tokenizer_size
     if spare < 0 or spare > max(MAX_SPARE_ROWS, tokenizer_size // 50):
-        raise SyscallError(Errno.EINVAL, f"model at {path!r} does not match its tokenizer: the tokenizer has "
-                           f"{tokenizer_size} tokens but the model's embedding has {embedding_rows} rows "
-                           "(is the tokenizer from another model?)")
+        why = ("the model has no embedding row for the ids above it" if spare < 0
+               else "is the tokenizer from another model?")
+        raise SyscallError(Errno.EINVAL, f"model at {str(path)!r} does not match its tokenizer: the "
+                           f"tokenizer has {tokenizer_size} tokens but the model's vocab_size is "
+                           f"{vocab_size} ({why})")
 
 
 def embedding_rows(model: Any) -> int | None:
@@ -140,21 +150,53 @@ def embedding_rows(model: Any) -> int | None:
     return int(rows) if rows is not None else None
 
 
-def load(path: str, device: torch.device, dtype: torch.dtype | str, *,
-         require_tokenizer: bool = False) -> tuple[Any, HFTokenizer | None]:
-    """Model and tokenizer (or None, unless ``require_tokenizer``) from a local checkpoint directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def check_model_dir(path: str | os.PathLike[str]) -> Path:
+    """The directory of a local checkpoint: ENOENT unless it has ``config.json`` and tokenizer files."""
+    root = Path(os.path.expanduser(path))
+    if not root.is_dir() or not (root / "config.json").is_file():
+        raise SyscallError(Errno.ENOENT, f"no model at {str(path)!r} (a directory with config.json)")
+    if not any((root / name).is_file() for name in TOKENIZER_FILES):
+        raise SyscallError(Errno.ENOENT, f"no tokenizer in model directory {str(path)!r} (none of "
+                           f"{', '.join(TOKENIZER_FILES)}): save the model's tokenizer there "
+                           "(tokenizer.save_pretrained(DIR))")
+    return root
+
+
+def config_vocab(root: Path) -> int | None:
+    """``vocab_size`` from ``config.json`` (or its ``text_config``), read without loading the model."""
+    try:
+        doc = json.loads((root / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # from_pretrained reports an unreadable config
+    for cfg in (doc, doc.get("text_config")) if isinstance(doc, dict) else ():
+        if isinstance(cfg, dict) and isinstance(cfg.get("vocab_size"), int):
+            return int(cfg["vocab_size"])
+    return None
+
+
+def load_tokenizer(root: Path, path: str | os.PathLike[str]) -> Any:
+    """The transformers tokenizer of a checked model directory; EIO (one line) if it does not load."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SyscallError(Errno.EIO, f"bad tokenizer in {str(path)!r}: {reason}") from None
+
+
+def load(path: str, device: torch.device, dtype: torch.dtype | str) -> tuple[Any, HFTokenizer]:
+    """Model and tokenizer from a local checkpoint directory (see the module docstring for the checks)."""
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # lmos shows its own spinner while a model loads
 
-    root = Path(os.path.expanduser(path))
-    if not root.is_dir() or not (root / "config.json").is_file():
-        raise SyscallError(Errno.ENOENT, f"no model at {path!r} (a directory with config.json)")
-    has_tokenizer = any((root / name).is_file() for name in TOKENIZER_FILES)
-    if require_tokenizer and not has_tokenizer:  # before the (slow) weights
-        raise SyscallError(Errno.EINVAL, f"no tokenizer in model directory {path!r} (none of "
-                           f"{', '.join(TOKENIZER_FILES)}): save the model's tokenizer there")
+    root = check_model_dir(path)
+    hf_tok = load_tokenizer(root, path)  # both before the (slow) weights
+    vocab = config_vocab(root)
+    if vocab is not None:
+        check_vocab(path, vocab, len(hf_tok))
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(root), local_files_only=True, dtype=dtype, device_map=str(device)
@@ -162,18 +204,10 @@ def load(path: str, device: torch.device, dtype: torch.dtype | str, *,
     except (OSError, ValueError, KeyError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SyscallError(Errno.ENOENT, f"cannot load model from {path!r}: {reason}") from None
-    tokenizer = None
-    if has_tokenizer:
-        try:
-            hf_tok = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SyscallError(Errno.EIO, f"bad tokenizer in {path!r}: {reason}") from None
-        rows = embedding_rows(model)
-        if rows is not None:
-            check_vocab(path, rows, len(hf_tok))
-        tokenizer = HFTokenizer(hf_tok)
-    return model, tokenizer
+    rows = embedding_rows(model)
+    if rows is not None:
+        check_vocab(path, rows, len(hf_tok))
+    return model, HFTokenizer(hf_tok)
 
 
 def default_sampling(model: Any) -> SamplingParams:

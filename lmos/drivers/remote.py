@@ -70,6 +70,13 @@ def parse_spec(spec: str) -> RemoteModel:
     return RemoteModel(url=base, model=name)
 
 
+def server_key(url: str) -> str:
+    """The server of a base URL: its scheme, host and port (the path names an API, not a server)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
 def is_remote(model: str, config: Config) -> bool:
     return model.startswith(SCHEME) or model in config.models
 
@@ -100,6 +107,9 @@ class RemoteDriver:
                  defaults: SamplingParams | None = None) -> None:
         self.http = remote
         self.model = model
+        # the server, whatever model a request names: the kernel keeps at most max_in_flight requests in
+        # flight to it, counting every model this kernel has loaded from it (kernel/reqsched.py)
+        self.server = server_key(remote.url)
         self.name = f"remote:{model}"
         self.api = api  # "completions" (token-id prompts) or "chat"
         self.chat_tok = tokenizer if isinstance(tokenizer, ChatTokenizer) else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -59,7 +60,14 @@ def status_error(status: int, body: bytes, what: str) -> SyscallError:
 
 
 class Remote:
-    """One server: its base URL, key and timeouts, the shared async client and the 429 gate."""
+    """One server: its base URL, key and timeouts, its HTTP connections and the 429 gate.
+
+    Each stream gets a client of its own that holds one kept-alive connection, taken from a
+    free list (last freed first, so sequential requests reuse one connection) and given back
+    when the stream ends; the kernel's in-flight limit bounds how many there are.  One
+    client with a pool of N connections would do the same, but httpx's pool checks every
+    idle connection's socket (a poll and a dict of socket attributes each) each time a
+    request starts or ends: with 16 streams that cost more than the rest of the driver."""
 
     def __init__(self, url: str, api_key: str | None, *, timeout: float, name: str) -> None:
         self.url = url.rstrip("/")
@@ -68,18 +76,25 @@ class Remote:
         self.timeout = timeout
         self.paused_until = 0.0  # monotonic time until which no request is sent (a 429)
         self.rate_limited = 0  # 429s seen (statistics)
-        self._client: httpx.AsyncClient | None = None
+        self._free: list[httpx.AsyncClient] = []  # clients whose connection no stream uses now
+        self._clients: list[httpx.AsyncClient] = []
+        self._tls: ssl.SSLContext | None = None  # one for all clients (each would load the CA bundle)
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-            timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10))
-            self._client = httpx.AsyncClient(headers=self.headers, limits=limits, timeout=timeout)
-        return self._client
+    def _take(self) -> httpx.AsyncClient:
+        if self._free:
+            return self._free.pop()
+        if self._tls is None and self.url.startswith("https:"):
+            self._tls = httpx.create_ssl_context()
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10))
+        client = httpx.AsyncClient(headers=self.headers, limits=limits, timeout=timeout,
+                                   verify=self._tls if self._tls is not None else True)
+        self._clients.append(client)
+        return client
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        clients, self._clients, self._free = self._clients, [], []
+        for client in clients:
             await client.aclose()
 
     def back_off(self, seconds: float) -> None:
@@ -97,10 +112,10 @@ class Remote:
         Raises :class:`Transient` or :class:`SyscallError` (see the module doc).
         """
         what = f"remote model {self.name}"
+        client = self._take()
         try:
             raw_body = msgspec.json.encode(body)  # (a context of token ids: several times faster than json)
-            async with self.client().stream("POST", self.url + path, content=raw_body,
-                                            headers=_JSON) as resp:
+            async with client.stream("POST", self.url + path, content=raw_body, headers=_JSON) as resp:
                 if resp.status_code != 200:
                     raw = await resp.aread()
                     if resp.status_code == 429:
@@ -110,19 +125,18 @@ class Remote:
                         raise Transient(f"HTTP {resp.status_code}: {_error_text(raw)}")
                     raise status_error(resp.status_code, raw, what)
                 finished = False
-                async for line in resp.aiter_lines():
-                    if finished or not line.startswith("data:"):
+                async for data in _sse_data(resp):
+                    if finished:
                         continue  # (read to the end, so that the connection is kept for the next request)
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                    if data == b"[DONE]":
                         finished = True
                         continue
                     try:
                         doc = msgspec.json.decode(data)
                     except msgspec.DecodeError:
-                        raise Transient(f"bad event from the server: {data[:80]!r}") from None
+                        raise Transient(f"bad event from the server: {bytes(data[:80])!r}") from None
                     if isinstance(doc, dict) and "error" in doc:
-                        raise Transient(f"error event: {_error_text(data.encode())}")
+                        raise Transient(f"error event: {_error_text(data)}")
                     if isinstance(doc, dict):
                         yield doc
                 if not finished:
@@ -131,6 +145,22 @@ class Remote:
             raise Transient(f"no reply within {self.timeout:g}s") from None
         except httpx.TransportError as exc:
             raise Transient(f"connection lost: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._free.append(client)
+
+
+async def _sse_data(resp: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The payload of each ``data:`` line of an SSE body, as bytes (msgspec decodes bytes as they
+    are: no text decoding and line splitting by httpx first, which cost more than the JSON)."""
+    rest = b""
+    async for chunk in resp.aiter_bytes():
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
+    if rest.startswith(b"data:"):
+        yield rest[5:].strip()
 
 
 def _retry_after(value: str | None) -> float | None:

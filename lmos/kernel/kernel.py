@@ -82,7 +82,11 @@ class KernelCore:
         self.procs[INIT_PID] = self.init
         self._per_uid: dict[int, int] = {}  # processes in the table (zombies too) per uid
         self.on_reap: list[Callable[[Process], None]] = []  # the syscall layer frees traces and watches
-        self._exited = anyio.Event()
+        self._exited = anyio.Event()  # set when any process ends: wakes waits for any child
+        # per pid: set when that process ends, so that a wait for one pid is woken by its end only
+        # (with one event for all, N waits and N ends made N * N wake-ups, each through the whole
+        # syscall stack: a burst of 16 requests spent more on that than on spawning)
+        self._exit_events: dict[int, anyio.Event] = {}
         self._tg: TaskGroup | None = None
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._intr: dict[int, anyio.CancelScope] = {}
@@ -120,6 +124,8 @@ class KernelCore:
         sched.on_token = self.events.token
         sched.streamed = self.events.subs  # token events only for processes somebody subscribes to
         sched.on_flush = self.events.flush
+        if sched.requests is not None:  # models on one server share its in-flight limit (kernel/reqsched.py)
+            sched.requests.join([s.requests for s in self.schedulers.values() if s.requests is not None])
         self.schedulers[name] = sched
         if self.default_model is None:
             self.default_model = name
@@ -163,7 +169,7 @@ class KernelCore:
     def spawn(self, program: Program, *, parent: Process, app: str, argv: list[str], model: str | None,
               uid: int, caps: frozenset[str], priority: int = 0, weight: float = 1.0,
               token_quota: int | None = None, max_children: int | None = None,
-              wall_seconds: float | None = None, pid: int | None = None) -> Process:
+              wall_seconds: float | None = None, pid: int | None = None, spawn_pages: int = 0) -> Process:
         """Start ``program`` as a child of ``parent``.
 
         Limits are checked narrowest first, so the error names who is at fault: the
@@ -176,7 +182,8 @@ class KernelCore:
         (the embedding API, front ends' sessions): only the request's own range
         applies; a uid-0 parent may also give better priority and weight.
         ``pid`` is for recovery only (lmos.syscalls.recovery): a process of the previous run
-        goes on under its own pid.
+        goes on under its own pid.  ``spawn_pages``: the pinned pages the spawn gives it (their
+        number is kept with the process for recovery: syscalls/mem.py spawn_pins).
         """
         cfg = self.config
         if self._tg is None:
@@ -219,6 +226,8 @@ class KernelCore:
         else:
             limits = {"token_quota": token_quota, "priority": priority, "weight": weight,
                       "wall_seconds": wall_seconds, "max_children": p.max_children}
+            if spawn_pages:
+                limits["spawn_pages"] = spawn_pages
             self.journal.post("INSERT INTO processes(pid, ppid, uid, app, argv, model, state, created, caps, "
                               "limits) VALUES(?,?,?,?,?,?,?,?,?,?)",
                               (pid, p.ppid, uid, app, json.dumps(p.argv), name, p.state.value, time.time(),
@@ -243,7 +252,9 @@ class KernelCore:
             self._scopes[p.pid] = scope
             if p.pid in self._kill:
                 scope.cancel()
-            await anyio.lowlevel.checkpoint()
+            # killed (or out of time, or the kernel stopping) before it started: it never runs;
+            # otherwise no yield here (each one is a turn of the loop behind every other task)
+            await anyio.lowlevel.checkpoint_if_cancelled()
             if p.state is State.READY:
                 p.set_state(State.RUNNING)
             try:
@@ -283,7 +294,13 @@ class KernelCore:
                     if found is not None:
                         self._reap(found)
                         return found
-                    await self._exited.wait()
+                    if pid is None:
+                        await self._exited.wait()
+                    else:
+                        ev = self._exit_events.get(pid)
+                        if ev is None:
+                            ev = self._exit_events[pid] = anyio.Event()
+                        await ev.wait()
         except TimeoutError:
             raise SyscallError(Errno.ETIMEDOUT, "wait timed out") from None
 

@@ -66,9 +66,10 @@ async def finish(core: KernelCore, p: Process, status: int, error: str | None, r
     core.channels.release(p.pid)
     await core.memory.release(p.pid)  # its pages leave RAM, and the store unless kept
     try:
-        json.dumps(result)
+        stored = json.dumps(result)  # (once: the journal row below stores this text)
     except (TypeError, ValueError):
         result = repr(result)
+        stored = json.dumps(result)
     p.result, p.error, p.exit_status = result, error, status
     p.set_state(State.KILLED if killed else State.EXITED)
     for cpid in list(p.children):  # orphans go to init, which reaps them as they end
@@ -86,9 +87,12 @@ async def finish(core: KernelCore, p: Process, status: int, error: str | None, r
     core.events.close(p.pid)
     core.journal.post("UPDATE processes SET state=?, exit_status=?, error=?, ended=?, result=? "
                       "WHERE pid=?",
-                      (p.state.value, status, error, time.time(), json.dumps(result), p.pid))
+                      (p.state.value, status, error, time.time(), stored, p.pid))
     core._exited.set()
     core._exited = anyio.Event()
+    ended = core._exit_events.pop(p.pid, None)
+    if ended is not None:
+        ended.set()
     parent = core.procs.get(p.ppid)
     if parent is None or parent.ended or p.adopted:
         reap(core, p)

@@ -311,10 +311,16 @@ class ContextMemory(Geometry):
             raise SyscallError(Errno.EINVAL, "empty page")
         self._check_fits(len(ids))
         async with self.lock:
-            snap = self._snapshot()
-            added = self._add(role, ids, pinned)
-            await self._commit(snap, {p.id for p in added})
-            return added
+            return await self.append_held(ids, role, pinned)
+
+    async def append_held(self, ids: list[int], role: str, pinned: bool) -> list[Page]:
+        """:meth:`append` for a caller that holds :attr:`lock` (spawn's pinned pages, added before
+        the process runs: syscalls/proc.py)."""
+        self._check_fits(len(ids))
+        snap = self._snapshot()
+        added = self._add(role, ids, pinned)
+        await self._commit(snap, {p.id for p in added})
+        return added
 
     async def end_turn(self, out: list[int]) -> None:
         """The reply becomes pages: exactly the generated ids, as the driver holds them."""

@@ -4,8 +4,11 @@ A model behind a server (:mod:`lmos.drivers.remote`) runs whole generation
 requests and batches them itself, so there is no step to plan.  What stays with
 the kernel is *who* generates: the runnable processes are ordered by the same
 policy as a step-level driver's (fifo, rr, priority, fair share) and at most
-the driver's ``max_in_flight`` requests run at once, so the kernel's order,
-not the server's queue, decides who waits.  Each running request is a task
+``max_in_flight`` requests run at once *per server*, so the kernel's order,
+not the server's queue, decides who waits.  Models served by one server (the
+drivers' ``server``: scheme, host and port) share one limit
+(:class:`ServerSlots`): the smallest ``max_in_flight`` of their tables.
+Each running request is a task
 that streams its tokens into the process's :class:`GenRequest` exactly as a
 step's results are applied (stop strings, stop tokens, token quota, token
 events), charging each token to the process's share as it arrives.
@@ -38,6 +41,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("lmos.scheduler")
 
 
+class ServerSlots:
+    """The in-flight limit of one server, shared by the runners of every model it serves.
+
+    A server's queue is one queue whatever model a request names, so the limit that keeps
+    the ordering with the kernel must count all of them.  When a request ends, the other
+    runners that share the server are woken before the one whose request ended, so that a
+    freed slot does not always go back to the same model (each runner still picks *which*
+    of its processes goes by its own policy)."""
+
+    def __init__(self, server: str | None, limit: int) -> None:
+        self.server = server  # None: a driver that names no server shares with nobody
+        self.limit = limit
+        self.used = 0
+        self.runners: list[RequestRunner] = []
+
+    def room(self) -> int:
+        return self.limit - self.used
+
+    def release(self, runner: RequestRunner) -> None:
+        self.used -= 1
+        for r in self.runners:
+            if r is not runner:
+                r.sched.kick()
+        runner.sched.kick()
+
+
 class RequestRunner:
     """Starts and streams the requests of one request-level driver's scheduler."""
 
@@ -47,6 +76,20 @@ class RequestRunner:
         self.scopes: dict[int, anyio.CancelScope] = {}  # pid -> its running request's task
         self.held: dict[int, tuple[Process, GenRequest]] = {}  # finished while STOPPED: done on CONT
         self.started = 0  # requests started (statistics)
+        self.slots = ServerSlots(getattr(self.driver, "server", None), self.driver.max_in_flight)
+        self.slots.runners.append(self)
+        self._tg: TaskGroup | None = None  # the task group of run(), while it runs
+
+    def join(self, others: list[RequestRunner]) -> None:
+        """Share the in-flight limit of the runners (of this kernel) whose driver is on the same server."""
+        if self.slots.server is None or self.slots.used:
+            return
+        for o in others:
+            if o is not self and o.slots.server == self.slots.server:
+                o.slots.limit = min(o.slots.limit, self.slots.limit)
+                o.slots.runners.append(self)
+                self.slots = o.slots
+                return
 
     def cancel(self, pid: int) -> None:
         self.held.pop(pid, None)
@@ -58,6 +101,7 @@ class RequestRunner:
         s = self.sched
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 while True:
                     self._start(tg)
                     if s.on_flush is not None:
@@ -65,8 +109,17 @@ class RequestRunner:
                     await s._wakeup.wait()
                     s._wakeup = anyio.Event()
         finally:
+            self._tg = None
             with anyio.CancelScope(shield=True):
                 await self.driver.aclose()
+
+    def submitted(self) -> None:
+        """A process became runnable: if the server has room, its request starts now, a turn of the
+        event loop sooner than when the runner's loop, woken, starts it (with 16 requests arriving
+        at once every turn waits behind all of their work).  With no room it waits for the runner
+        to rank it against the others (``Scheduler.submit`` kicks the loop in any case)."""
+        if self._tg is not None:
+            self._start(self._tg)
 
     def _start(self, tg: TaskGroup) -> None:
         """Start the best-ranked waiting requests while the driver has room for them."""
@@ -76,7 +129,7 @@ class RequestRunner:
                 del self.held[pid]
                 if q.request is done:
                     s._complete(q, done, time.monotonic())
-        room = self.driver.max_in_flight - len(self.scopes)
+        room = min(self.driver.max_in_flight - len(self.scopes), self.slots.room())
         if room <= 0:
             return
         scopes, stopped = self.scopes, State.STOPPED
@@ -92,6 +145,7 @@ class RequestRunner:
                 continue
             scope = anyio.CancelScope()
             scopes[p.pid] = scope
+            self.slots.used += 1
             s.running.add(p.pid)
             if p.state is State.READY:
                 p.set_state(State.RUNNING, now)
@@ -140,7 +194,7 @@ class RequestRunner:
                 s.fail(p, error)
             if s.on_flush is not None:
                 s.on_flush(False)
-            s.kick()
+            self.slots.release(self)  # (kicks this scheduler and the others on the same server)
 
     def _push(self, p: Process, req: GenRequest, tok: int) -> bool:
         """One streamed token: what ``Scheduler._apply`` does for a step's token."""

@@ -61,7 +61,9 @@ class Scheduler:
         self.kv = advisor
         self.threaded = threaded  # False: every step on the loop thread (trivial drivers only)
         self.placement = StepPlacement(inline_below)  # when threaded: which steps may still run inline
-        self.lock = anyio.Lock()  # serialises every call into the driver
+        # serialises every call into the driver; a request-level driver's calls are quick and on the
+        # loop, so taking it free does not yield (a turn of the loop, twice per request, under load)
+        self.lock = anyio.Lock(fast_acquire=is_request_level(driver))
         self.runnable: dict[int, Process] = {}
         self.running: set[int] = set()
         self.on_token: TokenSink | None = None  # the kernel's event bus (EventBus.token)
@@ -94,6 +96,8 @@ class Scheduler:
         self.runnable[proc.pid] = proc
         if proc.state is not State.STOPPED:
             proc.set_state(State.READY)
+        if self.requests is not None:
+            self.requests.submitted()
         self.kick()
 
     def withdraw(self, proc: Process) -> None:

@@ -12,11 +12,14 @@ prompt's token ids (:mod:`lmos.syscalls.journaled`).
 **The durability point.**  ``append`` returns only once the row is committed
 (``synchronous=FULL``), and the dispatcher returns the result to the program
 only after ``append`` returned: a result a program has seen is on disk.  The
-rows are committed by *group commit*: every row queued since the last commit
-goes into the next transaction the database makes, whoever makes it (another
-process's ``kv_set`` or file write takes them along, see :attr:`Journal.ride`),
-or, when none comes, into one the committer task makes for them, so 256
-processes that each make a syscall at once pay one fsync, not 256.  The
+rows are committed by *group commit*: they go into a transaction the database
+makes anyway (another process's ``kv_set`` or file write takes them along, see
+:attr:`Journal.ride`), or, when none is in flight, into one the committer task
+makes for them, so 256 processes that each make a syscall at once pay one fsync,
+not 256.  An effect's rows, in flight and completed, go into the very next
+transaction (the one that makes the change, at the latest).  Other rows wait for a
+batch worth its index pages while the database is busy: as many rows as writes in flight, up
+to ``RIDE_ROWS``, or ``RIDE_WAIT`` seconds (:meth:`SysJournal._ride`).  The
 committer's transactions also carry the audit rows and process-table rows that
 other modules queue with :meth:`Journal.post`.  A commit that fails (disk full,
 read-only file system) fails every syscall of its batch with that errno (ENOSPC,
@@ -32,7 +35,6 @@ committer (at most once a minute) and at boot.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sqlite3
@@ -44,48 +46,24 @@ from typing import Any
 
 import anyio
 
-from lmos.errors import Errno, SyscallError
+from lmos.errors import SyscallError
 from lmos.kernel.journal import Journal
 from lmos.kernel.quota import StoreQuota
+from lmos.kernel.sysjournal_entry import INFLIGHT, INSERT, ROW_BYTES, Entry
+from lmos.kernel.sysjournal_read import ProcRecord, read_entries, read_process
+from lmos.kernel.sysjournal_retain import purge_expired, retain, storage_error
+
+__all__ = ["INFLIGHT", "INSERT", "ROW_BYTES", "Entry", "ProcRecord", "SysJournal", "enabled", "read_entries",
+           "read_process", "storage_error"]
 
 log = logging.getLogger("lmos.sysjournal")
 
-# Bytes of a journal row, as SQL (what retention charges to the owner's quota).
-ROW_BYTES = ("length(request) + COALESCE(length(result), 0) + length(CAST(error AS BLOB)) + "
-             "COALESCE(length(CAST(gen AS BLOB)), 0) + COALESCE(length(prompt), 0) + 48")
 PURGE_EVERY = 60.0  # seconds between sweeps of expired journals
 RETAIN_DELAY = 0.5  # at most this long between a reap and its journal's retention decision
-# A completed step replaces its in-flight row; an in-flight row never replaces a completed one.
-INSERT = ("INSERT INTO sysjournal(pid, step, ts, name, request, result, errno, error, cap, decision, "
-          "duration_us, gen, prompt, tainted) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(pid, step) DO "
-          "UPDATE SET ts=excluded.ts, result=excluded.result, errno=excluded.errno, error=excluded.error, "
-          "decision=excluded.decision, duration_us=excluded.duration_us, gen=excluded.gen, "
-          "prompt=excluded.prompt, tainted=excluded.tainted WHERE excluded.errno != -1")
-INFLIGHT = -1  # the errno of a step that was started (an effect) and has not completed
-
-
-@dataclass(slots=True)
-class Entry:
-    """One journal row: a completed syscall of ``pid`` at ``step``."""
-
-    pid: int
-    step: int
-    ts: float
-    name: str
-    request: bytes  # the request as JSON
-    result: bytes | None  # the response as JSON; None for an error
-    errno: int
-    error: str
-    cap: str | None
-    decision: str  # allow | deny | error
-    duration_us: int
-    gen: str | None = None  # llm_generate: JSON of where the prompt and output lie in the context
-    prompt: bytes | None = None  # llm_generate: the prompt's token ids (uint32 little-endian)
-    tainted: bool = False  # the process was tainted after this step (recovery gives it back)
-
-    def row(self) -> tuple[object, ...]:
-        return (self.pid, self.step, self.ts, self.name, self.request, self.result, self.errno,
-                self.error, self.cap, self.decision, self.duration_us, self.gen, self.prompt, self.tainted)
+# A write of another process takes the completed rows along once as many wait as there are writes in
+# flight (at most RIDE_ROWS), or the oldest has waited RIDE_WAIT seconds (see SysJournal._ride).
+RIDE_ROWS = 32
+RIDE_WAIT = 0.01
 
 
 def enabled(setting: bool | None, state_dir: str) -> bool:
@@ -94,12 +72,13 @@ def enabled(setting: bool | None, state_dir: str) -> bool:
 
 
 class _Batch:
-    """Rows committed together, and the event their waiters wake on."""
+    """Rows committed together (as SQL parameter tuples), and the event their waiters wake on."""
 
-    __slots__ = ("done", "error", "followers", "rows")
+    __slots__ = ("done", "error", "followers", "rows", "since")
 
     def __init__(self) -> None:
-        self.rows: list[Entry] = []
+        self.rows: list[tuple[object, ...]] = []
+        self.since = 0.0  # time.monotonic() of the first row
         self.done = anyio.Event()
         self.error: SyscallError | None = None
         self.followers: list[_Batch] = []  # batches whose rows were merged into this one
@@ -114,20 +93,28 @@ class _Batch:
 
 @dataclass(slots=True)
 class _Ride:
-    """What one transaction took along: a batch of journal rows and the queued posts."""
+    """What one transaction took along: journal rows and the queued posts."""
 
-    batch: _Batch
+    urgent: _Batch | None  # effects' rows (None: none)
+    batch: _Batch | None  # completed rows (None: left for a later transaction)
     posted: list[tuple[str, Any]]
 
 
 class SysJournal:
     """The per-process syscall logs of one kernel, written by group commit.
 
-    Rows wait in one batch.  Whatever transaction the kernel's database commits
-    next takes the batch along (:attr:`Journal.ride`: a ``kv_set`` or a file
-    write another process makes anyway), and when none comes the committer task
-    commits it on its own.  Batches move between the event loop and the database
-    threads under a lock; their waiters are woken on the event loop.
+    Rows wait in two batches, in-flight and completed, as ready SQL parameters
+    (built on the event loop, so the transaction that takes them, which holds the
+    database's one write lock, only inserts them).  A transaction the kernel's
+    database commits anyway takes them along (:attr:`Journal.ride`: a ``kv_set``
+    or a file write another process makes), the rows of effects always and the
+    others once they make a batch (:meth:`_ride`), and when the database
+    is idle the committer task commits them on its own.  Batches move between the
+    event loop and the database threads under a lock.  Their waiters are woken on
+    the event loop: by the write that carried them, as it returns there
+    (:attr:`Journal.on_written`), else by one callback for all the batches that
+    finished since the last one, so a busy event loop is not interrupted once per
+    commit.
     """
 
     def __init__(self, journal: Journal, quota: StoreQuota, keep_seconds: float) -> None:
@@ -136,16 +123,21 @@ class SysJournal:
         self.keep_seconds = keep_seconds
         self._steps: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._batch = _Batch()
+        self._batch = _Batch()  # completed rows
+        self._urgent = _Batch()  # effects' rows: the next transaction takes them along
+        self._effects: set[tuple[int, int]] = set()  # (pid, step) of effects queued in flight
         self._reaped: list[tuple[int, int]] = []  # (pid, uid) whose journals retention decides on
         self._wake = anyio.Event()
         self._loop_thread = threading.get_ident()
         self._call_soon: Callable[[Callable[[], object]], object] | None = None
+        self._finished: list[_Batch] = []  # committed in a database thread, waiters not yet woken
+        self._drain_due = False  # a callback that wakes them is scheduled on the event loop
         self._limiter = anyio.CapacityLimiter(1)  # the committer's own thread: never queued behind others
         self._last_purge = 0.0
-        self.commits = 0  # batches committed (on their own or along with another write)
+        self.commits = 0  # transactions that carried rows (the committer's own, or another write's)
+        self.own_commits = 0  # of them, transactions the committer made for the rows alone
         self.rows = 0
-        self._written: anyio.Event | None = None  # set when a durable write of the database returns
+        self._written: anyio.Event | None = None  # set when the database has no durable write in flight
         journal.ride, journal.rode = self._ride, self._rode
         journal.on_written = self._on_written
 
@@ -167,34 +159,82 @@ class SysJournal:
             raise batch.error
 
     def queue(self, entry: Entry) -> _Batch:
-        """Queue ``entry`` without waiting: it is committed no later than the next transaction that
-        starts after this call commits (that transaction takes it along), or by the committer."""
+        """Queue ``entry`` without waiting.  An effect's row (in flight or completed) is committed no
+        later than the next transaction that starts after this call (it takes the row along); any
+        other row with the next batch (:meth:`_ride`), or by the committer once the database is idle."""
+        row = entry.row()
+        key = (entry.pid, entry.step)
         with self._lock:
-            batch = self._batch
-            batch.rows.append(entry)
-        self._wake.set()
+            # An effect's rows are urgent, its in-flight row and its completion alike: until the
+            # completion is on disk a crash leaves the effect in flight, and recovery can only report
+            # it (EINPROGRESS) where it could have given the result back.
+            if entry.errno == INFLIGHT:
+                self._effects.add(key)
+                batch = self._urgent
+            elif key in self._effects:
+                self._effects.discard(key)
+                batch = self._urgent
+            else:
+                batch = self._batch
+            batch.rows.append(row)
+            first = len(batch.rows) == 1
+            if first:
+                batch.since = time.monotonic()
+        if first:  # the committer wakes once per batch, not once per row
+            self._wake.set()
         return batch
 
     def reaped(self, pid: int, uid: int) -> None:
         """``pid`` left the process table: keep its journal (charged to ``uid``) or delete it."""
         self._steps.pop(pid, None)
+        if self._effects:  # effects that never completed (the process ended during them)
+            with self._lock:
+                self._effects = {k for k in self._effects if k[0] != pid}
         self._reaped.append((pid, uid))  # decided by the committer's next transaction (within RETAIN_DELAY)
 
     # -- riding along with other transactions (Journal.ride / rode) ------------
     def _ride(self, c: sqlite3.Connection) -> object:
-        # the rows queued with Journal.post come along too, first: a process's row in ``processes``
-        # is never committed after its journal (recovery needs both)
-        posted = self.journal.take_queued()
+        """Write the queued rows inside another transaction, before its COMMIT.
+
+        An effect's rows always come along: the change of an effect in the database must never be
+        committed without its in-flight row (exactly-once, :mod:`lmos.syscalls.recovery`), and
+        until its completion is committed a crash leaves it in flight (see :meth:`queue`).  The
+        other rows come along only when it is worth it.  Each row dirties an index page of its own
+        (the journal is keyed by pid, step), and a transaction writes and syncs every page it
+        dirtied, so rows riding each ``kv_set`` a few at a time made the database write 3-4 times
+        the bytes it wrote without the journal; a large batch shares its pages.  So the rows wait for
+        as many of them as there are writes in flight (the queue for the database: when it is
+        long, waiting costs the processes nothing, they would queue anyway), up to RIDE_ROWS, or
+        RIDE_WAIT seconds; the last write in flight always takes them.  Their processes wait
+        meanwhile (the durability point), while the writes of the other processes go on.
+        An effect's rows may be committed before other rows queued earlier: a process's earlier
+        rows are durable before it makes its next syscall, so no process's journal has a gap (a
+        program that makes syscalls concurrently may have both kinds queued: then they come along
+        together).
+        """
+        urgent: _Batch | None = None
+        batch: _Batch | None = None
         with self._lock:
-            if not self._batch.rows and not posted:
-                return None
-            batch, self._batch = self._batch, _Batch()
-        token = _Ride(batch, posted)
+            if self._urgent.rows:
+                urgent, self._urgent = self._urgent, _Batch()
+            rows = self._batch.rows
+            if rows and (len(rows) >= min(RIDE_ROWS, self.journal.writes_in_flight)
+                         or time.monotonic() - self._batch.since >= RIDE_WAIT
+                         or (urgent is not None and _same_process(urgent.rows, rows))):
+                batch, self._batch = self._batch, _Batch()
+        # The rows queued with Journal.post come along too, first: a process's row in ``processes``
+        # is never committed after its journal (recovery needs both).  The batches are taken before
+        # the posts, so every post queued before one of their rows is among them.
+        posted = self.journal.take_queued()
+        if urgent is None and batch is None and not posted:
+            return None
+        token = _Ride(urgent, batch, posted)
         try:
             for sql, params in posted:
                 c.execute(sql, params)
-            if batch.rows:
-                c.executemany(INSERT, [e.row() for e in batch.rows])
+            for b in (urgent, batch):
+                if b is not None:
+                    c.executemany(INSERT, b.rows)
         except BaseException:
             self._rode(token, False)
             raise
@@ -202,23 +242,55 @@ class SysJournal:
 
     def _rode(self, ride: object, ok: bool) -> None:
         assert isinstance(ride, _Ride)
-        token = ride.batch
         if not ok:
             self.journal.requeue(ride.posted)
-        if not token.rows:
-            return
-        if ok:
+        if ok and (ride.urgent is not None or ride.batch is not None):
             self.commits += 1
-            self.rows += len(token.rows)
-            self._notify(token.finish)
-        else:  # the other write failed (EDQUOT ...): the next transaction takes these rows along
-            with self._lock:  # first, in their order; their waiters wake when the merged batch commits
-                self._batch.rows[:0] = token.rows
-                self._batch.followers.append(token)
+        for b, urgent in ((ride.urgent, True), (ride.batch, False)):
+            if b is None:
+                continue
+            if ok:
+                self.rows += len(b.rows)
+                self._committed(b)
+                continue
+            # the other write failed (EDQUOT ...): the next transaction takes these rows along, first,
+            # in their order; their waiters wake when the merged batch commits
+            with self._lock:
+                into = self._urgent if urgent else self._batch
+                into.rows[:0] = b.rows
+                into.since = b.since  # queued before the rows already there
+                into.followers.append(b)
             self._notify(self._wake.set)
 
+    def _committed(self, batch: _Batch) -> None:
+        """Wake ``batch``'s waiters (any thread): at once on the event loop; from a database thread,
+        by a write returning to the event loop (:meth:`_on_written`: while any write is in flight,
+        one will, most often the very write that carried the batch), else by one scheduled callback
+        (a thread-safe call wakes the event loop: once per commit it cost as much as the rows)."""
+        if threading.get_ident() == self._loop_thread or self._call_soon is None:
+            batch.finish()
+            return
+        with self._lock:
+            self._finished.append(batch)
+            # read after the append: a write that returns after this sees the batch (_on_written)
+            if self._drain_due or self.journal.writes_in_flight > 0:
+                return
+            self._drain_due = True
+        self._call_soon(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._drain_due = False
+            done, self._finished = self._finished, []
+        for b in done:
+            b.finish()
+
     def _on_written(self) -> None:
-        if self._written is not None:
+        """A durable write returned to the event loop: wake the waiters of what it carried, and the
+        committer if the database is now idle."""
+        if self._finished:
+            self._drain()
+        if self._written is not None and self.journal.writes_in_flight == 0:
             self._written.set()
 
     def _notify(self, fn: Callable[[], object]) -> None:
@@ -242,7 +314,7 @@ class SysJournal:
             self._wake = anyio.Event()
             # A write in flight (another process's kv_set ...) will take the rows along: let it,
             # rather than pay an fsync of our own; commit alone only when the database is idle.
-            while self._batch.rows and self.journal.writes_in_flight > 0:
+            while (self._batch.rows or self._urgent.rows) and self.journal.writes_in_flight > 0:
                 self._written = anyio.Event()
                 await self._written.wait()
             self._written = None
@@ -251,6 +323,9 @@ class SysJournal:
     async def commit_now(self) -> None:
         batches: list[_Batch] = []
         with self._lock:
+            if self._urgent.rows:  # effects' rows, in queue order (an in-flight row before its completion)
+                batches.append(self._urgent)
+                self._urgent = _Batch()
             if self._batch.rows:
                 batches.append(self._batch)
                 self._batch = _Batch()
@@ -265,11 +340,13 @@ class SysJournal:
             error = exc
         for b in batches:
             b.finish(error)
+        if self._finished:  # what rode along in that transaction
+            self._drain()
 
     def _commit(self, batches: list[_Batch], reaped: list[tuple[int, int]]) -> None:
         j = self.journal
         posted = j.take_queued()
-        rows = [e.row() for b in batches for e in b.rows]
+        rows = [r for b in batches for r in b.rows]
 
         def tx(c: sqlite3.Connection) -> None:
             for sql, params in posted:
@@ -283,58 +360,30 @@ class SysJournal:
             j.transaction_sync(tx)
         except sqlite3.Error as exc:
             raise storage_error(exc, "the syscall journal") from None
-        self.commits += len(batches)
+        if rows:
+            self.commits += 1
+            self.own_commits += 1
         self.rows += len(rows)
         now = time.monotonic()
         if now - self._last_purge > PURGE_EVERY:
             self._purge_expired()
 
     def _retain(self, c: sqlite3.Connection, pid: int, uid: int) -> None:
-        if self.keep_seconds <= 0:
-            c.execute("DELETE FROM sysjournal WHERE pid=?", (pid,))
-            return
-        n = int(c.execute(f"SELECT COALESCE(SUM({ROW_BYTES}), 0) FROM sysjournal WHERE pid=?",
-                          (pid,)).fetchone()[0])
-        if n == 0:
-            return
-        try:
-            self.quota.charge(c, uid, n, f"the journal of pid {pid}")
-        except SyscallError as exc:
-            log.info("journal of pid %d not kept: %s", pid, exc.message)
-            c.execute("DELETE FROM sysjournal WHERE pid=?", (pid,))
-            return
-        c.execute("INSERT OR REPLACE INTO sysjournal_kept(pid, uid, bytes, until) VALUES(?,?,?,?)",
-                  (pid, uid, n, time.time() + self.keep_seconds))
+        retain(c, self.quota, self.keep_seconds, pid, uid)
 
     def _purge_expired(self, now: float | None = None) -> int:
         """Delete the kept journals past their time and give their bytes back; how many."""
         self._last_purge = time.monotonic()
-        when = time.time() if now is None else now
-
-        def tx(c: sqlite3.Connection) -> int:
-            gone = c.execute("SELECT pid, uid, bytes FROM sysjournal_kept WHERE until <= ?",
-                             (when,)).fetchall()
-            for pid, uid, n in gone:
-                c.execute("DELETE FROM sysjournal WHERE pid=?", (pid,))
-                c.execute("DELETE FROM sysjournal_kept WHERE pid=?", (pid,))
-                self.quota.charge(c, uid, -int(n), f"the journal of pid {pid}")
-            return len(gone)
-
-        return self.journal.transaction_sync(tx)
+        return purge_expired(self.journal, self.quota, time.time() if now is None else now)
 
     def purge_expired(self, now: float | None = None) -> int:
         return self._purge_expired(now)
 
 
-def storage_error(exc: sqlite3.Error, what: str) -> SyscallError:
-    """The errno a failed SQLite write means: ENOSPC (disk full), EROFS (read-only), else EIO."""
-    text = str(exc).lower()
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code == sqlite3.SQLITE_FULL or "full" in text:
-        return SyscallError(Errno.ENOSPC, f"{what}: no space left on the device ({exc})")
-    if code == sqlite3.SQLITE_READONLY or "readonly" in text or "read-only" in text:
-        return SyscallError(Errno.EROFS, f"{what}: the state directory is read-only ({exc})")
-    return SyscallError(Errno.EIO, f"{what}: {exc}")
+def _same_process(urgent: list[tuple[object, ...]], rows: list[tuple[object, ...]]) -> bool:
+    """Does a completed row belong to a process with an in-flight row (both kinds queued at once)?"""
+    pids = {r[0] for r in urgent}
+    return any(r[0] in pids for r in rows)
 
 
 def _call_soon_threadsafe() -> Callable[[Callable[[], object]], object]:
@@ -348,53 +397,3 @@ def _call_soon_threadsafe() -> Callable[[Callable[[], object]], object]:
     import asyncio
 
     return asyncio.get_running_loop().call_soon_threadsafe
-
-
-# -- reading (replay, recovery) -------------------------------------------------
-@dataclass(slots=True)
-class ProcRecord:
-    """A process as the processes table remembers it."""
-
-    pid: int
-    ppid: int
-    uid: int
-    app: str
-    argv: list[str]
-    model: str
-    state: str
-    exit_status: int | None
-    error: str | None
-    result: object
-    caps: list[str]
-
-
-def read_process(journal: Journal, pid: int) -> ProcRecord | None:
-    journal.flush_sync()
-    rows = journal.query("SELECT pid, ppid, uid, app, argv, model, state, exit_status, error, result, caps "
-                         "FROM processes WHERE pid=?", (pid,))
-    if not rows:
-        return None
-    r = rows[0]
-    return ProcRecord(pid=r[0], ppid=r[1] or 0, uid=r[2], app=r[3] or "", argv=_json(r[4], []),
-                      model=r[5] or "", state=r[6] or "", exit_status=r[7], error=r[8],
-                      result=_json(r[9], None), caps=_json(r[10], []))
-
-
-def read_entries(journal: Journal, pid: int, limit: int = 1 << 62) -> list[Entry]:
-    """The journal of ``pid``, oldest step first."""
-    rows = journal.query("SELECT pid, step, ts, name, request, result, errno, error, cap, decision, "
-                         "duration_us, gen, prompt, tainted FROM sysjournal WHERE pid=? ORDER BY step "
-                         "LIMIT ?", (pid, limit))
-    return [Entry(pid=r[0], step=r[1], ts=r[2], name=r[3], request=bytes(r[4]),
-                  result=None if r[5] is None else bytes(r[5]), errno=r[6], error=r[7], cap=r[8],
-                  decision=r[9], duration_us=r[10], gen=r[11], prompt=None if r[12] is None else bytes(r[12]),
-                  tainted=bool(r[13])) for r in rows]
-
-
-def _json(text: str | None, default: object) -> Any:
-    if text is None:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default

@@ -12,7 +12,9 @@ control-token strings inside the messages and tool schemas are marked before
 the template runs, so they come out as *data* segments, which ``llm_generate``
 tokenizes as plain text, while the control tokens the template writes itself
 stay framing.  Roles must be plain words, since templates paste them into
-markers (``'<|' + role + '|>'``).
+markers (``'<|' + role + '|>'``).  Tool declarations are checked by the chat
+format's rules (:func:`lmos.chatformat.validate_tools`) for either format: a
+bad schema is EINVAL naming the field, never a template's own error.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from lmos.chatformat import CALL, mark_controls, segments_text, split_marked
+from lmos.chatformat import CALL, mark_controls, segments_text, split_marked, validate_tools
 from lmos.drivers.base import control_tokens
 from lmos.errors import Errno, SyscallError
 from lmos.syscalls.registry import syscall
@@ -74,6 +76,8 @@ def declares_tools(tokenizer: Any) -> bool:
 @syscall(70, "chat_format", ChatFormat, ChatFormatReply, cap="llm")
 async def sys_chat_format(ctx: Ctx, req: ChatFormat) -> ChatFormatReply:
     """The chat format of the caller's model, and (for template models) a rendering of ``messages``."""
+    if req.tools is not None:  # EINVAL naming the wrong field, whichever format renders them
+        validate_tools(req.tools)
     tok = ctx.kernel.scheduler(ctx.proc.model).driver.tokenizer
     fmt = detect(tok)
     hf = getattr(tok, "hf", None)

@@ -11,6 +11,7 @@ Everything here needs the ``mem`` capability, except reading another process's
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
@@ -18,7 +19,9 @@ from msgspec import Meta
 
 from lmos.drivers.base import SamplingParams, encode_segments
 from lmos.errors import Errno, SyscallError
+from lmos.kernel.memconfig import Geometry, MemSettings
 from lmos.kernel.memory import ContextMemory
+from lmos.kernel.pages import split_tokens
 from lmos.kernel.request import GenRequest
 from lmos.kernel.tokenize import check_length, off_loop
 from lmos.syscalls.access import check_observe
@@ -269,3 +272,50 @@ async def sys_mem_append(ctx: Ctx, req: MemAppend) -> MemAppendReply:
                          else m.tok.encode(req.text))
     pages = await m.append(ids, req.role, req.pin)
     return MemAppendReply(pages=[pg.id for pg in pages], window_tokens=m.window_len())
+
+
+# -- pinned pages given at spawn (syscalls/proc.py) ------------------------------------------------
+SPAWN_PIN_ROLE = "system"
+
+
+async def spawn_pins(ctx: Ctx, model: str | None, texts: list[str]) -> list[list[int]]:
+    """The token ids of the pinned pages a spawn gives its child, checked against the child's model:
+    ENOSPC at once, before any process exists, when they cannot fit its window with the
+    generation reserve left free (the same rule as a pinned page added later, which they would
+    otherwise fail at the first turn, after the program has started and maybe spent tokens)."""
+    kernel = ctx.kernel
+    name = kernel.resolve_model(model)
+    drv = kernel.scheduler(name).driver
+    tok = drv.tokenizer
+    if tok is None:
+        raise SyscallError(Errno.EINVAL, f"pinned pages need a model with a tokenizer ({name} has none)")
+    g = Geometry()
+    g.settings, g.model_len = MemSettings(), drv.limits.max_model_len
+    out: list[list[int]] = []
+    for text in texts:
+        check_length(tok, len(text), g.limit, "pinned page")
+        out.append(await off_loop(len(text), partial(tok.encode, text)))
+    need = sum(len(ids) for ids in out)
+    if need > g.high:
+        raise SyscallError(Errno.ENOSPC, f"pinned pages of {need} tokens do not fit model {name}: its "
+                           f"window is {g.limit} tokens, {g.reserve} of them kept for generating")
+    # cut into pages here, as ContextMemory would, so that their number is known at spawn
+    return [page for ids in out for page in split_tokens(tok, ids, g.page_tokens)]
+
+
+async def add_spawn_pins(ctx: Ctx, child: Process, pages: list[list[int]]) -> None:
+    """Make ``pages`` (from :func:`spawn_pins`) the first pages of ``child``'s context, durably,
+    before it runs.
+
+    Called right after ``KernelCore.spawn`` returned, with no await in between: the lock is
+    taken before the child's first step can run, so its first paged syscall waits for them.
+    Their number went into the process's record at spawn (``limits.spawn_pages``): recovery
+    keeps these pages although no journaled step of the child made them."""
+    kernel = ctx.kernel
+    m = kernel.memory.get(child.pid, kernel.scheduler(child.model).driver, child.uid)
+    m.lock.acquire_nowait()
+    try:
+        for ids in pages:  # (each at most a page long: added as one page)
+            await m.append_held(ids, SPAWN_PIN_ROLE, True)
+    finally:
+        m.lock.release()

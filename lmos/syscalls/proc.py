@@ -14,6 +14,7 @@ from lmos.syscalls.access import check_observe, may_observe
 from lmos.syscalls.audit import decision_for
 from lmos.syscalls.caps import subset
 from lmos.syscalls.confirm import taint
+from lmos.syscalls.mem import add_spawn_pins, spawn_pins
 from lmos.syscalls.registry import syscall
 from lmos.syscalls.types import (
     Audit,
@@ -73,6 +74,8 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
     children (the embedding API) as the host's (``KernelCore.host_uid``, never
     root by accident).  Only root may choose another uid.  Priority, weight,
     token quota and wall time are clamped to the caller's (see ``KernelCore.spawn``).
+    ``pin``: texts the child's paged context starts with, pinned (a system prompt); ENOSPC,
+    before any process exists, when they do not fit its model's window.
     """
     parent = ctx.proc
     spec = ctx.sys.programs.take(req.app, parent.pid)
@@ -97,15 +100,25 @@ async def sys_spawn(ctx: Ctx, req: Spawn) -> SpawnReply:
 
     quotas = [q for q in (req.token_quota, spec.token_quota) if q is not None]
     quota = min(quotas) if quotas else None  # asking for more than the app's own quota gets the app's
+    model = req.model or spec.model
+    pins = await spawn_pins(ctx, model, req.pin) if req.pin else []  # ENOSPC here: no process made
     child = ctx.kernel.spawn(entry, parent=parent, app=spec.name, argv=list(req.argv),
-                             model=req.model or spec.model, uid=uid, caps=caps, priority=req.priority,
+                             model=model, uid=uid, caps=caps, priority=req.priority,
                              weight=req.weight, token_quota=quota, max_children=spec.max_children,
-                             wall_seconds=spec.wall_seconds)
+                             wall_seconds=spec.wall_seconds, spawn_pages=len(pins))
     child.tainted = parent.tainted  # untrusted content in the parent's context may steer the child
     if req.stream:
         from lmos.syscalls.io import subscribe
 
         subscribe(sys, parent.pid, child.pid)
+    if pins:
+        try:
+            # (no await since the spawn: the child has not run, and its paged syscalls wait for these)
+            await add_spawn_pins(ctx, child, pins)
+        except BaseException:
+            child.adopted = True  # the spawn failed: nobody waits for it, it is reaped as it ends
+            ctx.kernel.signal(child.pid, Signal.KILL)
+            raise
     return SpawnReply(pid=child.pid)
 
 

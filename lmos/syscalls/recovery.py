@@ -182,7 +182,10 @@ async def go_live(sys: Syscalls, p: Process, cur: Cursor, step: int | None = Non
         kernel.sysjournal.set_step(p.pid, step)
     sched = kernel.schedulers.get(p.model)
     if going_on and sched is not None:  # its paged context, as the journal vouches for it
-        await recovery_memory.restore(kernel.memory, p.pid, sched.driver, p.uid, *page_cut(cur.entries))
+        cut, resident = page_cut(cur.entries)
+        if cut is not None:  # and the pinned pages its spawn gave it, as its process record does
+            cut = max(cut, int(_limits(kernel.journal, p.pid).get("spawn_pages") or 0) + 1)
+        await recovery_memory.restore(kernel.memory, p.pid, sched.driver, p.uid, cut, resident)
     if cur.context and sched is not None and not p.has_seq:
         async with sched.lock:  # tokens only: the next generation's prefill rebuilds the KV
             sched.driver.add(p.pid, list(cur.context), sched.driver.default_sampling())

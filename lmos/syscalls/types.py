@@ -55,6 +55,9 @@ class Spawn(Req):
     token_quota: Annotated[int, Meta(ge=1)] | None = None
     uid: Annotated[int, Meta(ge=0)] | None = None  # only root may set another uid
     stream: bool = False  # subscribe the caller to the child's events before it starts (see `events`)
+    # pages the child's paged context starts with, pinned (a system prompt, a task); ENOSPC at spawn
+    # when they do not fit its model's window (syscalls/mem.py spawn_pins)
+    pin: Annotated[list[Annotated[str, Meta(min_length=1, max_length=1 << 20)]], Meta(max_length=64)] = []
 
 
 class SpawnReply(Resp):

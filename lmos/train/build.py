@@ -50,10 +50,17 @@ def split(
 
 def build_tokenizer(cfg: TrainConfig, train: list[Conversation], from_dir: Path | None) -> Any:
     """Load the base model's tokenizer, or train a BPE on the training split."""
-    from lmos.train.tokenizer import load_tokenizer, train_tokenizer
+    from lmos.train.tokenizer import train_tokenizer
 
-    if from_dir is not None:
-        return load_tokenizer(from_dir)
+    if from_dir is not None:  # a directory without a tokenizer, or with another model's, fails here
+        from lmos.drivers import hf_load
+
+        root = hf_load.check_model_dir(from_dir)
+        tokenizer = hf_load.load_tokenizer(root, from_dir)
+        vocab = hf_load.config_vocab(root)
+        if vocab is not None:
+            hf_load.check_vocab(from_dir, vocab, len(tokenizer))
+        return tokenizer
     return train_tokenizer(train[:TOKENIZER_SAMPLE], cfg.model.vocab_size)
 
 
@@ -79,6 +86,11 @@ def build_model(cfg: TrainConfig, tokenizer: Any, from_dir: Path | None, seed: i
         model = AutoModelForCausalLM.from_pretrained(
             str(from_dir), dtype=torch.float32, local_files_only=True
         )
+        from lmos.drivers.hf_load import check_vocab, embedding_rows
+
+        rows = embedding_rows(model)
+        if rows is not None:
+            check_vocab(from_dir, rows, len(tokenizer))
     else:
         m = cfg.model
         if m.hidden_size % m.num_attention_heads:

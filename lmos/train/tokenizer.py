@@ -73,3 +73,36 @@ def load_tokenizer(path: str | Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def byte_tokenizer(vocab_size: int) -> Any:
+    """A byte-level BPE of exactly ``vocab_size`` tokens, made without training.
+
+    For a model that has no tokenizer of its own (a random-init model saved by
+    a test or a benchmark): a model directory must have one to load, and this
+    one fits any vocabulary of 256 tokens or more.  Id ``b`` < 256 is byte
+    ``b``; the ids above are merges of two bytes in a fixed order.  It has no
+    special tokens, so nothing in it is a control token.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from lmos.errors import Errno, SyscallError
+
+    if not 256 <= vocab_size <= 256 + 256 * 256:
+        raise SyscallError(Errno.EINVAL, f"a byte tokenizer has 256 to 65792 tokens, not {vocab_size}")
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]  # GPT-2's byte-to-character map
+    others = [b for b in range(256) if b not in printable]
+    char = {b: chr(b) for b in printable} | {b: chr(256 + n) for n, b in enumerate(others)}
+    alphabet = [char[b] for b in range(256)]
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    merges = [(a, b) for a in alphabet for b in alphabet][: vocab_size - 256]
+    vocab.update({a + b: 256 + i for i, (a, b) in enumerate(merges)})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, clean_up_tokenization_spaces=False)
+    # saved as explicit nulls: the tokenizer class of a model type (Qwen2's) otherwise adds its own
+    # default special tokens at load, one more token than the model has rows for
+    tok.init_kwargs.update(dict.fromkeys(("bos_token", "eos_token", "unk_token", "pad_token")))
+    return tok

@@ -160,7 +160,6 @@ def train(job: TrainJob) -> TrainResult:
     if tc.steps <= 0 and tc.minutes <= 0:
         raise SyscallError(Errno.EINVAL, "nothing to do: set steps > 0 or minutes > 0")
     out = job.out
-    out.mkdir(parents=True, exist_ok=True)
     resume_from = checkpoint.latest(out) if job.resume else None
     if job.resume and resume_from is None:
         raise SyscallError(Errno.ENOENT, f"--resume: no checkpoint under {checkpoint.checkpoint_root(out)}")
@@ -175,6 +174,7 @@ def train(job: TrainJob) -> TrainResult:
         tokenizer = load_tokenizer(resume_from / "tokenizer")
     else:
         tokenizer = build_tokenizer(cfg, train_convs, job.from_dir)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data and the base model are known good
     workers = cfg.data.workers or os.cpu_count() or 1
     # a file's over-long conversation is an error naming its line; the synthetic corpus drops its few
     limit = cfg.data.max_length if job.data is not None else 1 << 30

@@ -52,6 +52,7 @@ from lmos.userland.manifest import Manifest
 from lmos.userland.sandbox import Extras, Limits, Result, execute, violation, violations
 from lmos.userland.sandbox_protocol import WORKER_SCRIPT, restricted_python_path
 from lmos.userland.sandbox_proxies import module_name_error
+from lmos.userland.sandbox_slots import PARKING_CALLS, worker_slots
 
 # Per run of a code app.  Wall time spent in syscalls (the model, waits, IPC) does not
 # count here; the manifest's max_wall_seconds bounds the whole process.
@@ -126,12 +127,15 @@ def code_main(manifest: Manifest, files: Mapping[str, str]) -> Main:
             if call == "exit":  # it would end this coroutine, not the program in the worker
                 raise SyscallError(Errno.ENOSYS, "a code app ends by finishing (its `result` is returned) "
                                    "or by raising SyscallError")
+            if call in PARKING_CALLS:  # waiting for another process: lend the slot meanwhile
+                async with worker_slots().parking(me.uid, me.pid):
+                    return await sys.call(call, **payload)
             return await sys.call(call, **payload)
 
-        uid = (await sys.call("getpid")).uid  # the run holds one of this uid's worker slots
+        me = await sys.call("getpid")  # the run holds one of this uid's worker slots
         r = await execute(source, limits=LIMITS, syscalls=handler, syscall_names=_syscall_names(),
-                          inputs={"argv": list(argv), "manifest": info}, extras=extras, owner=uid,
-                          clock=True)
+                          inputs={"argv": list(argv), "manifest": info}, extras=extras, owner=me.uid,
+                          clock=True, parent=me.ppid)
         # every guard refusal, even one the program caught; a SyscallError it raised is not one
         for bad in violations(r) if r.errno is None or r.refused else []:
             await sys.report_violation(f"{name}: {bad}")

@@ -152,12 +152,13 @@ class Sandbox:
     ``"none"`` to behave like a system that has neither; tests use it).
     ``owner``: the uid the runs are for; each run then holds one of that uid's
     worker slots (:mod:`lmos.userland.sandbox_slots`) and its worker lives only
-    inside it: started on demand, never kept idle or replaced.
+    inside it: started on demand, never kept idle or replaced.  ``parent``: the pid
+    of the parent of the process the runs are for (a parked parent lends its slot).
     """
 
     def __init__(self, size: int = 2, limits: Limits | None = None, *, max_runs_per_worker: int = 1000,
                  replace: bool = True, agent: bool = False, allow_weak_isolation: bool | None = None,
-                 wall: str = "auto", owner: int | None = None) -> None:
+                 wall: str = "auto", owner: int | None = None, parent: int | None = None) -> None:
         if size < 1:
             raise SyscallError(Errno.EINVAL, "sandbox pool size must be at least 1")
         if wall not in WALLS:
@@ -170,6 +171,7 @@ class Sandbox:
         self.allow_weak_isolation = allow_weak_isolation
         self.wall = wall
         self.owner = owner
+        self.parent = parent
         self.isolation: Isolation | None = None
         self._idle: list[_Worker] = []
         self._slots: anyio.Semaphore | None = None
@@ -236,7 +238,7 @@ class Sandbox:
         request = encode_request(source, limits, names, inputs, seed, extras, now)
         await self.start()
         assert self._slots is not None
-        async with self._slots, worker_slot(self.owner):
+        async with self._slots, worker_slot(self.owner, self.parent):
             worker = self._idle.pop() if self._idle else await self._new_worker()
             keep = False
             try:
@@ -289,12 +291,14 @@ async def _clock(syscalls: SyscallHandler) -> tuple[int | None, float | None]:
 async def execute(source: str, *, limits: Limits | None = None, syscalls: SyscallHandler | None = None,
                   syscall_names: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
                   seed: int | None = None, extras: Extras | None = None, owner: int | None = None,
-                  clock: bool = False) -> Result:
+                  clock: bool = False, parent: int | None = None) -> Result:
     """Run once in a fresh worker and leave nothing behind (convenient, not fast).
 
     ``owner``: the uid the run is for; it waits for one of that uid's worker slots.
+    ``parent``: the pid of its process's parent (see :class:`Sandbox`).
     ``clock``: see :meth:`Sandbox.run`."""
     agent = extras is not None and extras.agent is not None
-    async with Sandbox(size=1, limits=limits, replace=False, agent=agent, owner=owner) as sandbox:
+    async with Sandbox(size=1, limits=limits, replace=False, agent=agent, owner=owner,
+                       parent=parent) as sandbox:
         return await sandbox.run(source, syscalls=syscalls, syscall_names=syscall_names, inputs=inputs,
                                  seed=seed, extras=extras, clock=clock)

@@ -10,6 +10,17 @@ see ``lmos.config.SandboxConfig``).  A run past a cap waits for a slot, and the
 wait counts against its process's wall time like any other.  Runs without an
 owner (the embedding API's own pools) count toward the total only.
 
+*Parking* keeps nested apps from deadlocking on the per-uid cap: a code app
+that waits for another process (``wait``, ``recv``: the ``team`` planner
+waiting for its workers) parks its slot for that time.  Its worker still
+exists and still counts toward the total, but not toward the uid's *active*
+slots, and a run of a child of a parked process needs only a free active slot.
+Every other run needs the uid's active *and* parked slots below the cap, so a
+user with many planners at once starts as many as the cap allows and their
+workers still get slots.  At most ``PARK_FACTOR`` times the cap are parked per
+uid (deeper waiting chains keep their slots active), so parking never lets one
+user hold more than that many idle workers.
+
 Slots belong to one event loop (the kernel's); the counts are plain ints.
 """
 
@@ -25,6 +36,8 @@ import anyio.lowlevel
 
 DEFAULT_PER_UID = 2
 DEFAULT_TOTAL = 8
+PARK_FACTOR = 3
+PARKING_CALLS = frozenset({"wait", "recv"})  # syscalls that wait for another process
 
 
 class WorkerSlots:
@@ -35,10 +48,19 @@ class WorkerSlots:
         self.total = 0
         self.peak: dict[int | None, int] = {}
         self.peak_total = 0
+        self.parked: dict[int, int] = {}  # uid -> slots parked by their runs
+        self.parked_pids: set[int] = set()
         self._changed = anyio.Event()
 
-    def free(self, owner: int | None, per_uid: int, total: int) -> bool:
-        return self.total < total and (owner is None or self.live.get(owner, 0) < per_uid)
+    def free(self, owner: int | None, per_uid: int, total: int, parent: int | None = None) -> bool:
+        if self.total >= total:
+            return False
+        if owner is None:
+            return True
+        live = self.live.get(owner, 0)
+        if parent is not None and parent in self.parked_pids:
+            return live - self.parked.get(owner, 0) < per_uid  # a parked planner's worker
+        return live < per_uid
 
     def take(self, owner: int | None) -> None:
         n = self.live[owner] = self.live.get(owner, 0) + 1
@@ -53,11 +75,34 @@ class WorkerSlots:
         else:
             self.live.pop(owner, None)
         self.total -= 1
+        self._notify()
+
+    def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
 
     async def changed(self) -> None:
         await self._changed.wait()
+
+    @asynccontextmanager
+    async def parking(self, owner: int, pid: int) -> AsyncIterator[None]:
+        """Park ``pid``'s slot (of uid ``owner``) while it waits for another process."""
+        per_uid, _ = caps()
+        if pid in self.parked_pids or self.parked.get(owner, 0) >= PARK_FACTOR * per_uid:
+            yield  # already parked by an outer wait, or the uid parks too many: stays active
+            return
+        self.parked[owner] = self.parked.get(owner, 0) + 1
+        self.parked_pids.add(pid)
+        self._notify()
+        try:
+            yield
+        finally:
+            self.parked_pids.discard(pid)
+            n = self.parked[owner] - 1
+            if n > 0:
+                self.parked[owner] = n
+            else:
+                self.parked.pop(owner, None)
 
 
 _slots: weakref.WeakKeyDictionary[Any, WorkerSlots] = weakref.WeakKeyDictionary()
@@ -83,12 +128,13 @@ def caps() -> tuple[int, int]:
 
 
 @asynccontextmanager
-async def worker_slot(owner: int | None) -> AsyncIterator[None]:
-    """Hold one worker slot of ``owner`` (waiting for one while the caps are reached)."""
+async def worker_slot(owner: int | None, parent: int | None = None) -> AsyncIterator[None]:
+    """Hold one worker slot of ``owner`` (waiting for one while the caps are reached);
+    ``parent``: the pid of the run's parent process (see *parking* above)."""
     s = worker_slots()
     while True:
         per_uid, total = caps()
-        if s.free(owner, per_uid, total):
+        if s.free(owner, per_uid, total, parent):
             break
         await s.changed()
     s.take(owner)

@@ -64,3 +64,21 @@ async def test_time_waiting_in_syscalls_counts_toward_the_wall_quota() -> None:
             w = await k.wait(await k.spawn(app(main, quota), uid=1001))
             assert w.errno == Errno.EDQUOT and "wall-time quota" in (w.error or ""), w.error
             assert time.monotonic() - t0 < 5.0
+
+
+async def test_nested_code_apps_do_not_deadlock_on_the_cap() -> None:
+    """Planners that wait for their own workers park their slots: with a cap of 2 and 5
+    ``team`` planners at once (each a code app waiting in ``wait`` for a ``team-worker``
+    code app), all finish; without parking the 2 planners holding the slots would wait
+    forever for workers that can never get one."""
+    cfg = SandboxConfig(workers_per_uid=2, workers_total=16)
+    async with kernel(ScriptedDriver("ok"), sandbox=cfg) as k:
+        slots = worker_slots()
+        with anyio.fail_after(90):
+            pids = [await k.spawn("team", ["what", "is", "2", "+", "3"], uid=1001) for _ in range(5)]
+            waits = [await k.wait(pid) for pid in pids]
+        assert [w.exit_status for w in waits] == [0] * 5, [w.error for w in waits]
+        # the cap still holds for work that is not waiting: at most 2 planners started at once,
+        # plus their workers while they were parked (never more than 3 x the cap parked)
+        assert slots.peak[1001] <= 2 + 2 * 2
+        assert slots.total == 0 and not slots.live and not slots.parked and not slots.parked_pids

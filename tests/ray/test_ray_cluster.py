@@ -259,9 +259,9 @@ def test_kernel_selects_the_cluster_from_its_settings(tmp_path: Any) -> None:
     import subprocess
     import sys
 
-    from models import tiny_model
+    from models import save_model_dir, tiny_model
 
-    tiny_model("llama").save_pretrained(tmp_path)  # what spec() builds: same config, same seed
+    save_model_dir(tiny_model("llama"), tmp_path)  # what spec() builds: same config, same seed
     code = (
         "import anyio, json, sys, lmos\n"
         "async def main():\n"
