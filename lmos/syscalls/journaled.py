@@ -113,13 +113,7 @@ def generation(kernel: KernelCore, p: Process, req: Any, value: Any) -> tuple[st
                             "reset": req.reset, "page": req.page, "n": req.n}
     if req.page:  # the pages this step leaves: recovery undoes what a later, unjournaled step did
         info.update(page_marks(kernel.memory, p.pid))
-    sched = kernel.schedulers.get(p.model)
-    toks: list[int] = []
-    if sched is not None and p.has_seq:
-        try:
-            toks = list(sched.driver.tokens(p.pid))
-        except (KeyError, SyscallError):
-            toks = []
+    toks = context_tokens(kernel, p)
     # The output is the context's tail; a driver may not have appended the last sampled token yet.
     end = len(toks)
     if out and toks[end - len(out):] == out:
@@ -174,15 +168,20 @@ async def append(sj: SysJournal, kernel: KernelCore, p: Process, name: str, requ
     return result
 
 
+def context_tokens(kernel: KernelCore, p: Process) -> list[int]:
+    """The process's context tokens as its driver holds them ([] with no sequence)."""
+    sched = kernel.schedulers.get(p.model)
+    if sched is None or not p.has_seq:
+        return []
+    try:
+        return list(sched.driver.tokens(p.pid))
+    except (KeyError, SyscallError):
+        return []
+
+
 def checkpoint_context(kernel: KernelCore, p: Process) -> tuple[str | None, bytes | None]:
     """A checkpoint row keeps the process's context tokens: recovery gives them back to the driver."""
-    sched = kernel.schedulers.get(p.model)
-    toks: list[int] = []
-    if sched is not None and p.has_seq:
-        try:
-            toks = list(sched.driver.tokens(p.pid))
-        except (KeyError, SyscallError):
-            toks = []
+    toks = context_tokens(kernel, p)
     # the tokens used so far: a recovery that starts at this checkpoint counts them against the quotas
     info: dict[str, Any] = {"checkpoint": True, "context_tokens": len(toks),
                             "generated_tokens": p.stats.generated_tokens,
